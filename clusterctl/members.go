@@ -1,0 +1,114 @@
+package clusterctl
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// healthCommand is etcdctl v2's cluster-health: every member asked directly.
+func healthCommand(connect connectFunc) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cluster-health",
+		Short: "Check the health of every etcd member",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cli, err := connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			list, err := cli.MemberList(cmd.Context())
+			if err != nil {
+				return &ExitError{Code: 5, Err: fmt.Errorf("cluster may be unhealthy: failed to list members: %w", err)}
+			}
+			out := cmd.OutOrStdout()
+			healthy := 0
+			for _, m := range list.Members {
+				if len(m.ClientURLs) == 0 {
+					fmt.Fprintf(out, "member %x is unreachable: no client URL (not started yet)\n", m.ID)
+					continue
+				}
+				ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
+				_, err := cli.Status(ctx, m.ClientURLs[0])
+				cancel()
+				if err != nil {
+					fmt.Fprintf(out, "member %x is unhealthy: got unhealthy result from %s: %v\n", m.ID, m.ClientURLs[0], err)
+					continue
+				}
+				healthy++
+				fmt.Fprintf(out, "member %x is healthy: got healthy result from %s\n", m.ID, m.ClientURLs[0])
+			}
+			switch {
+			case healthy == len(list.Members):
+				fmt.Fprintln(out, "cluster is healthy")
+			case healthy > len(list.Members)/2:
+				fmt.Fprintln(out, "cluster is degraded")
+			default:
+				fmt.Fprintln(out, "cluster is unavailable")
+				return &ExitError{Code: 5, Err: fmt.Errorf("cluster is unavailable: %d of %d members healthy", healthy, len(list.Members))}
+			}
+			return nil
+		},
+	}
+}
+
+func memberCommand(connect connectFunc) *cobra.Command {
+	member := &cobra.Command{Use: "member", Short: "List or remove etcd members"}
+	member.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List etcd members, as etcdctl v2 did",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cli, err := connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			list, err := cli.MemberList(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var leader uint64
+			if len(cli.Endpoints()) > 0 {
+				if st, err := cli.Status(cmd.Context(), cli.Endpoints()[0]); err == nil {
+					leader = st.Leader
+				}
+			}
+			for _, m := range list.Members {
+				learner := ""
+				if m.IsLearner {
+					learner = " isLearner=true"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%x: name=%s peerURLs=%s clientURLs=%s isLeader=%t%s\n",
+					m.ID, m.Name, strings.Join(m.PeerURLs, ","), strings.Join(m.ClientURLs, ","), m.ID == leader, learner)
+			}
+			return nil
+		},
+	}, &cobra.Command{
+		Use:   "remove ID",
+		Short: "Remove an etcd member by its hex id (see member list)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := strconv.ParseUint(args[0], 16, 64)
+			if err != nil {
+				return fmt.Errorf("member id %q: want the hex id that `member list` prints", args[0])
+			}
+			cli, err := connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			if _, err := cli.MemberRemove(cmd.Context(), id); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Removed member %x from cluster\n", id)
+			return nil
+		},
+	})
+	return member
+}

@@ -1,0 +1,272 @@
+// Package daemon is clusterd: the process that runs on every machine of a
+// Corral cluster. It gets the node its certificate with the join token,
+// brings up the store (an embedded etcd member or an etcd client), serves the
+// join endpoint on members, and keeps the machine registered.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/corral-dev/corral/bootstrap/join"
+	"github.com/corral-dev/corral/bootstrap/pki"
+	"github.com/corral-dev/corral/clusterd/registry"
+	"github.com/corral-dev/corral/clusterd/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// DefaultAPIPort is clusterd's own HTTPS port (the join endpoint).
+const DefaultAPIPort = 7379
+
+// caKeyPath holds the cluster CA, sealed with the join token's secret, so
+// every member can sign certificates for joining nodes (as k3s keeps its
+// bootstrap data): reading it needs both a client certificate and the token.
+const caKeyPath = "/corral/bootstrap/ca"
+
+// Config is everything clusterd needs to start.
+type Config struct {
+	Name     string
+	DataDir  string
+	IP       net.IP
+	Mode     store.Mode
+	Servers  []string // IPs (or host:port) of the etcd members to join through
+	Token    pki.Token
+	CAFiles  pki.Files // init only: the cluster CA that provision made (CA = cert, Key = key)
+	Metadata map[string]string
+	TTL      time.Duration
+	Quota    int64
+	APIPort  int
+	Version  string
+	Log      *slog.Logger
+}
+
+// Node is a running clusterd.
+type Node struct {
+	cfg     Config
+	Store   *store.Store
+	Machine registry.Machine
+	api     *http.Server
+}
+
+func (c *Config) nodeFiles() pki.Files {
+	dir := filepath.Join(c.DataDir, "pki")
+	return pki.Files{CA: filepath.Join(dir, "ca.crt"), Cert: filepath.Join(dir, "node.crt"), Key: filepath.Join(dir, "node.key")}
+}
+
+// serverAddrs turns --servers entries into host:port for the given port.
+func serverAddrs(servers []string, port int) []string {
+	out := make([]string, 0, len(servers))
+	for _, s := range servers {
+		if _, _, err := net.SplitHostPort(s); err == nil {
+			out = append(out, s)
+			continue
+		}
+		out = append(out, net.JoinHostPort(s, strconv.Itoa(port)))
+	}
+	return out
+}
+
+func hostsOf(servers []string) []net.IP {
+	var out []net.IP
+	for _, s := range servers {
+		h := s
+		if hh, _, err := net.SplitHostPort(s); err == nil {
+			h = hh
+		}
+		if ip := net.ParseIP(h); ip != nil {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+// Start brings the node up and returns once it is registered.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.APIPort == 0 {
+		cfg.APIPort = DefaultAPIPort
+	}
+	if cfg.Name == "" || cfg.DataDir == "" || cfg.IP == nil {
+		return nil, errors.New("clusterd: --name, --data-dir and --ip are required")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	id, err := registry.MachineID(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	files := cfg.nodeFiles()
+	ca, err := cfg.certificates(ctx, files)
+	if err != nil {
+		return nil, err
+	}
+	var members []string
+	for _, ip := range hostsOf(cfg.Servers) {
+		members = append(members, store.ClientURL(ip, 0))
+	}
+	st, err := store.Start(ctx, store.Config{
+		Name: cfg.Name, DataDir: cfg.DataDir, IP: cfg.IP, Mode: cfg.Mode,
+		Members: members, TLS: files, Quota: cfg.Quota, Log: cfg.Log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, Store: st}
+	if st.IsMember() {
+		if err := n.serveJoin(ctx, ca, files); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
+	if err := writeClientEnv(cfg.DataDir, files, st.Client.Endpoints()); err != nil {
+		n.Close()
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	n.Machine = registry.Machine{
+		ID: id, Name: cfg.Name, IP: cfg.IP.String(), Hostname: host, Metadata: cfg.Metadata,
+		Member: st.IsMember(), Version: cfg.Version, Started: time.Now().UTC(),
+	}
+	return n, nil
+}
+
+// certificates makes sure the node has its certificate. The init node signs
+// its own with the CA that provision handed it; everyone else asks a member
+// through the join endpoint with the token. It returns the CA when the node
+// holds its key (init), else nil.
+func (c *Config) certificates(ctx context.Context, files pki.Files) (*pki.CA, error) {
+	var ca *pki.CA
+	if c.CAFiles.Key != "" {
+		certPEM, err := os.ReadFile(c.CAFiles.CA)
+		if err != nil {
+			return nil, err
+		}
+		keyPEM, err := os.ReadFile(c.CAFiles.Key)
+		if err != nil {
+			return nil, err
+		}
+		if ca, err = pki.ParseCA(certPEM, keyPEM); err != nil {
+			return nil, err
+		}
+		if got := ca.Hash(); got != c.Token.CAHash {
+			return nil, fmt.Errorf("clusterd: the CA in %s is %s but the token pins %s", c.CAFiles.CA, got, c.Token.CAHash)
+		}
+	}
+	if _, _, _, err := files.Read(); err == nil {
+		return ca, nil // issued on an earlier start
+	}
+	req := pki.CertRequest{CommonName: c.Name, IPs: []net.IP{c.IP}, DNSNames: []string{c.Name}}
+	if ca != nil {
+		cert, key, err := ca.Issue(req, pki.DefaultValidity)
+		if err != nil {
+			return nil, err
+		}
+		return ca, files.Write(ca.CertPEM(), cert, key)
+	}
+	if len(c.Servers) == 0 {
+		return nil, errors.New("clusterd: no certificate yet and no --servers to join through")
+	}
+	c.Log.Info("requesting a certificate with the join token", "servers", c.Servers)
+	m, err := join.Request(ctx, serverAddrs(c.Servers, c.APIPort), c.Token, req)
+	if err != nil {
+		return nil, err
+	}
+	return nil, files.Write(m.CA, m.Cert, m.Key)
+}
+
+// serveJoin publishes (on init) or fetches (on a joined member) the sealed
+// CA and serves the join endpoint, so any member can admit new nodes.
+func (n *Node) serveJoin(ctx context.Context, ca *pki.CA, files pki.Files) error {
+	c := n.Store.Client
+	if ca != nil {
+		sealed, err := seal(ca, n.cfg.Token)
+		if err != nil {
+			return err
+		}
+		// Only the first writer's copy counts; a restarted init node finds it.
+		if _, err := c.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(caKeyPath), "=", 0)).
+			Then(clientv3.OpPut(caKeyPath, string(sealed))).Commit(); err != nil {
+			return fmt.Errorf("clusterd: publishing the sealed CA: %w", err)
+		}
+	} else {
+		resp, err := c.Get(ctx, caKeyPath)
+		if err != nil {
+			return fmt.Errorf("clusterd: reading the sealed CA: %w", err)
+		}
+		if len(resp.Kvs) == 0 {
+			return errors.New("clusterd: the cluster has no sealed CA at " + caKeyPath)
+		}
+		if ca, err = unseal(resp.Kvs[0].Value, n.cfg.Token); err != nil {
+			return err
+		}
+	}
+	caPEM, certPEM, keyPEM, err := files.Read()
+	if err != nil {
+		return err
+	}
+	tlsConf, err := pki.ServerTLS(caPEM, certPEM, keyPEM, false)
+	if err != nil {
+		return err
+	}
+	addr := net.JoinHostPort(n.cfg.IP.String(), strconv.Itoa(n.cfg.APIPort))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("clusterd: join endpoint: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/join/", join.Handler(ca, n.cfg.Token, n.cfg.Log))
+	n.api = &http.Server{Handler: mux, TLSConfig: tlsConf, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(n.cfg.Log.Handler(), slog.LevelDebug)}
+	go n.api.ServeTLS(ln, "", "")
+	n.cfg.Log.Info("serving the join endpoint", "addr", addr)
+	return nil
+}
+
+// ClientEnvFile is where a node leaves the settings clusterctl uses on it.
+const ClientEnvFile = "clusterctl.env"
+
+// writeClientEnv lets clusterctl on the node work without any flags.
+func writeClientEnv(dir string, files pki.Files, endpoints []string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "ETCDCTL_ENDPOINTS=%s\n", strings.Join(endpoints, ","))
+	fmt.Fprintf(&b, "ETCDCTL_CACERT=%s\nETCDCTL_CERT=%s\nETCDCTL_KEY=%s\n", files.CA, files.Cert, files.Key)
+	return os.WriteFile(filepath.Join(dir, ClientEnvFile), []byte(b.String()), 0o600)
+}
+
+// Run keeps the machine registered until ctx ends or the store stops.
+func (n *Node) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hb := &registry.Heartbeat{Client: n.Store.Client, Machine: n.Machine, TTL: n.cfg.TTL, Log: n.cfg.Log}
+	done := make(chan error, 1)
+	go func() { done <- hb.Run(ctx) }()
+	n.cfg.Log.Info("registering machine", "id", n.Machine.ID, "member", n.Machine.Member)
+	select {
+	case <-ctx.Done():
+		return <-done
+	case <-n.Store.Done():
+		cancel()
+		<-done
+		return errors.New("clusterd: the embedded etcd server stopped (was this member removed?)")
+	}
+}
+
+// Close stops serving and leaves the store.
+func (n *Node) Close() error {
+	if n.api != nil {
+		n.api.Close()
+	}
+	return n.Store.Close()
+}

@@ -1,0 +1,352 @@
+// Package hostnet builds the host-side network of local nodes: a bridge in
+// the host namespace, and per node a named network namespace joined to the
+// bridge by a veth pair. Processes started in a namespace see only their own
+// eth0 and loopback, as a machine would. Cutting a node's veth is a network
+// partition; deleting its namespace removes its interfaces with it.
+//
+// Everything is done through netlink; namespaces are bind-mounted under
+// /run/netns like `ip netns add` does, so `ip netns exec` works on them.
+package hostnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+const nsDir = "/run/netns"
+
+// Check reports why namespaces can't be made here, or nil if they can.
+func Check() error {
+	if os.Geteuid() != 0 {
+		return errors.New("network namespaces need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)")
+	}
+	return inNewNamespace(func() error { return nil })
+}
+
+// inNewNamespace runs fn on a thread inside a fresh anonymous namespace and
+// brings the thread back; it proves the kernel and our privileges allow it.
+func inNewNamespace(fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer orig.Close()
+	ns, err := netns.New()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("creating a network namespace: %w", err)
+	}
+	ns.Close()
+	ferr := fn()
+	if err := netns.Set(orig); err != nil {
+		// Leave the thread locked: the runtime discards it when we return.
+		return fmt.Errorf("returning to the host namespace: %w", err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+// EnsureBridge creates (or finds) the bridge with addr as its address, up.
+func EnsureBridge(name string, addr netip.Prefix) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		if !isNotFound(err) {
+			return err
+		}
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return fmt.Errorf("creating bridge %s: %w", name, err)
+		}
+		link = br
+	}
+	if err := netlink.AddrReplace(link, toAddr(addr)); err != nil {
+		return fmt.Errorf("addressing bridge %s: %w", name, err)
+	}
+	return netlink.LinkSetUp(link)
+}
+
+// DeleteLink removes a link if it exists.
+func DeleteLink(name string) error {
+	link, err := netlink.LinkByName(name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	// It may go with its namespace between the lookup and the delete.
+	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+		return err
+	}
+	return nil
+}
+
+// Node describes one namespace: its name, its address on the bridge's
+// subnet, and the host-side veth name (at most 15 bytes).
+type Node struct {
+	Namespace string
+	HostVeth  string
+	Bridge    string
+	Addr      netip.Prefix // e.g. 10.77.0.11/24
+	Gateway   netip.Addr   // the bridge's address
+}
+
+// EnsureNode creates the node's namespace and veth pair if missing. The
+// namespace side is called eth0 and routes by default through the bridge.
+func EnsureNode(n Node) error {
+	if Exists(n.Namespace) {
+		if hasLink(n.Namespace, "eth0") {
+			return nil
+		}
+		// Left half-made by an interrupted run: make it again.
+		if err := DeleteNamespace(n.Namespace); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(nsDir, 0o755); err != nil {
+		return err
+	}
+	// A veth from an earlier half-done attempt would block the name.
+	if err := DeleteLink(n.HostVeth); err != nil {
+		return err
+	}
+	peer := "p" + n.HostVeth[1:]
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: n.HostVeth, MasterIndex: 0}, PeerName: peer}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fmt.Errorf("creating veth %s: %w", n.HostVeth, err)
+	}
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", n.Bridge, err)
+	}
+	if err := netlink.LinkSetMaster(veth, br); err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(veth); err != nil {
+		return err
+	}
+	ns, err := newNamed(n.Namespace)
+	if err != nil {
+		DeleteLink(n.HostVeth)
+		return err
+	}
+	defer ns.Close()
+	peerLink, err := netlink.LinkByName(peer)
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetNsFd(peerLink, int(ns)); err != nil {
+		return fmt.Errorf("moving %s into %s: %w", peer, n.Namespace, err)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	inner, err := h.LinkByName(peer)
+	if err != nil {
+		return err
+	}
+	if err := h.LinkSetName(inner, "eth0"); err != nil {
+		return err
+	}
+	if err := h.AddrAdd(inner, toAddr(n.Addr)); err != nil {
+		return err
+	}
+	if err := h.LinkSetUp(inner); err != nil {
+		return err
+	}
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		return err
+	}
+	return h.RouteAdd(&netlink.Route{LinkIndex: inner.Attrs().Index, Gw: net.IP(n.Gateway.AsSlice())})
+}
+
+// newNamed creates a named namespace without leaving the calling thread in it.
+func newNamed(name string) (netns.NsHandle, error) {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return netns.None(), err
+	}
+	defer orig.Close()
+	ns, nerr := netns.NewNamed(name)
+	if err := netns.Set(orig); err != nil {
+		return netns.None(), fmt.Errorf("returning to the host namespace: %w", err)
+	}
+	runtime.UnlockOSThread()
+	if nerr != nil {
+		return netns.None(), fmt.Errorf("creating namespace %s: %w", name, nerr)
+	}
+	return ns, nil
+}
+
+func hasLink(namespace, link string) bool {
+	ns, err := netns.GetFromName(namespace)
+	if err != nil {
+		return false
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return false
+	}
+	defer h.Close()
+	_, err = h.LinkByName(link)
+	return err == nil
+}
+
+// Exists reports whether the named namespace exists.
+func Exists(name string) bool {
+	_, err := os.Stat(filepath.Join(nsDir, name))
+	return err == nil
+}
+
+// DeleteNamespace removes a named namespace; its veth goes with it once no
+// process holds it.
+func DeleteNamespace(name string) error {
+	if !Exists(name) {
+		return nil
+	}
+	return netns.DeleteNamed(name)
+}
+
+// Namespaces lists the named namespaces whose names start with prefix.
+func Namespaces(prefix string) ([]string, error) {
+	entries, err := os.ReadDir(nsDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// Start starts cmd with its network namespace set to the named one. The
+// child inherits the namespace of the thread that forks it, so the thread is
+// switched for the duration of the fork and switched back.
+func Start(namespace string, cmd *exec.Cmd) error {
+	ns, err := netns.GetFromName(namespace)
+	if err != nil {
+		return fmt.Errorf("namespace %s: %w", namespace, err)
+	}
+	defer ns.Close()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer orig.Close()
+	if err := netns.Set(ns); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("entering %s: %w", namespace, err)
+	}
+	serr := cmd.Start()
+	if err := netns.Set(orig); err != nil {
+		return fmt.Errorf("returning to the host namespace: %w", err)
+	}
+	runtime.UnlockOSThread()
+	return serr
+}
+
+// PIDs lists the processes whose network namespace is the named one: the way
+// to find a node's processes even when nothing recorded their PIDs.
+func PIDs(namespace string) ([]int, error) {
+	var want unix.Stat_t
+	if err := unix.Stat(filepath.Join(nsDir, namespace), &want); err != nil {
+		return nil, err
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat(filepath.Join("/proc", p.Name(), "ns", "net"), &st) != nil {
+			continue // gone, or not ours to see
+		}
+		if st.Ino == want.Ino && st.Dev == want.Dev {
+			out = append(out, pid)
+		}
+	}
+	return out, nil
+}
+
+// SetLinkUp brings a host-side link up or down: down cuts the node off.
+func SetLinkUp(name string, up bool) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	if up {
+		return netlink.LinkSetUp(link)
+	}
+	return netlink.LinkSetDown(link)
+}
+
+// RoutesOverlapping returns host routes (outside our bridge) that overlap p,
+// so a CIDR that collides with the host's own networks is caught early.
+func RoutesOverlapping(p netip.Prefix, ignoreLink string) ([]string, error) {
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			continue
+		}
+		ones, _ := r.Dst.Mask.Size()
+		addr, _ := netip.AddrFromSlice(r.Dst.IP.To4())
+		rp := netip.PrefixFrom(addr, ones)
+		if !rp.Overlaps(p) {
+			continue
+		}
+		if link, err := netlink.LinkByIndex(r.LinkIndex); err == nil && link.Attrs().Name == ignoreLink {
+			continue
+		}
+		out = append(out, rp.String())
+	}
+	return out, nil
+}
+
+func toAddr(p netip.Prefix) *netlink.Addr {
+	return &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+}
+
+func isNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf)
+}

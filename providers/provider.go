@@ -1,0 +1,41 @@
+// Package providers defines what provision needs from a place that runs
+// nodes: make a node run, list what exists, remove a node. Each target (local,
+// and later aws, pxe, vagrant) is one package implementing Provider.
+package providers
+
+import (
+	"context"
+	"net/netip"
+)
+
+// NodeSpec is one node as provision wants it.
+type NodeSpec struct {
+	Name    string
+	IP      netip.Addr
+	DataDir string   // the node's own directory on the provisioning host
+	Args    []string // clusterd's command line, without the program name
+}
+
+// Instance is one node as the provider sees it.
+type Instance struct {
+	Name    string
+	Running bool
+	Detail  string // provider-specific, e.g. "pid 4242 in netns corral-local-core-1"
+}
+
+// Provider runs nodes somewhere.
+type Provider interface {
+	// Inventory lists the nodes that exist, whether or not provision's state
+	// knows them, so that nothing a crashed run made is ever lost.
+	Inventory(ctx context.Context) ([]Instance, error)
+	// Launch makes the node exist and run; a running node is left alone.
+	Launch(ctx context.Context, spec NodeSpec) error
+	// Terminate removes the node and everything made for it.
+	Terminate(ctx context.Context, name string) error
+}
+
+// Teardowner is implemented by providers with cluster-wide resources
+// (a bridge, a VPC) to remove once every node is gone.
+type Teardowner interface {
+	Teardown(ctx context.Context) error
+}

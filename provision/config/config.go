@@ -1,0 +1,392 @@
+// Package config reads and validates the HCL file that describes a Corral
+// cluster, and turns it into a typed model for the rest of provision.
+//
+// A file has one cluster block, one provider block and one or more
+// node_group blocks:
+//
+//	cluster "local" {
+//	  etcd_members = 3
+//	  machine_ttl  = "10s"
+//	}
+//	provider "local" {
+//	  cidr = "10.77.0.0/24"
+//	}
+//	node_group "core" {
+//	  desired_capacity = 3
+//	  metadata         = { role = "web" }
+//	}
+//
+// Every problem is reported as an HCL diagnostic that points at the offending
+// block or attribute, and all of them are reported in one pass, so a user can
+// fix a file in one round trip.
+package config
+
+import (
+	"fmt"
+	"maps"
+	"os"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/zclconf/go-cty/cty/convert"
+	"github.com/zclconf/go-cty/cty/gocty"
+)
+
+// Config is a validated cluster description.
+type Config struct {
+	// Filename is the name the file was loaded or parsed under; positions in
+	// the DeclRange fields refer to it.
+	Filename   string
+	Cluster    Cluster
+	Provider   Provider
+	NodeGroups []NodeGroup // in file order
+}
+
+// Cluster holds the cluster-wide settings.
+type Cluster struct {
+	// Name is the cluster block's label; state lives in .corral/<Name>/.
+	Name string
+	// EtcdMembers is how many nodes run a voting etcd member: 1, 3, 5 or 7.
+	EtcdMembers int
+	// MachineTTL is how long a machine may miss heartbeats before the
+	// cluster considers it gone.
+	MachineTTL time.Duration
+}
+
+// NodeGroup is a set of identical machines, named after the group.
+type NodeGroup struct {
+	Name            string
+	DesiredCapacity int
+	// Metadata is attached to every machine of the group; units select
+	// machines with it (fleet's MachineMetadata). Nil when not set.
+	Metadata  map[string]string
+	DeclRange hcl.Range
+}
+
+// Node is one machine the config asks for: "<group>-<n>", n from 1.
+type Node struct {
+	Name     string
+	Group    string
+	Index    int
+	Metadata map[string]string
+}
+
+// Nodes lists every machine the config asks for: groups in file order, and
+// within a group n = 1..desired_capacity. Each Node has its own copy of the
+// group's metadata.
+func (c *Config) Nodes() []Node {
+	nodes := make([]Node, 0, c.totalCapacity())
+	for _, g := range c.NodeGroups {
+		for n := 1; n <= g.DesiredCapacity; n++ {
+			nodes = append(nodes, Node{
+				Name:     g.Name + "-" + strconv.Itoa(n),
+				Group:    g.Name,
+				Index:    n,
+				Metadata: maps.Clone(g.Metadata),
+			})
+		}
+	}
+	return nodes
+}
+
+func (c *Config) totalCapacity() int {
+	total := 0
+	for _, g := range c.NodeGroups {
+		total += g.DesiredCapacity
+	}
+	return total
+}
+
+// Defaults and limits of the cluster block.
+const (
+	defaultEtcdMembers = 3
+	defaultMachineTTL  = 10 * time.Second
+	// A TTL below 2s makes heartbeats race ordinary GC pauses and network
+	// jitter; above 5m a dead machine's units stay unscheduled too long.
+	minMachineTTL = 2 * time.Second
+	maxMachineTTL = 5 * time.Minute
+	// Names become host names and parts of node names (<group>-<n>), so they
+	// must be DNS labels, short enough to leave room for the suffix.
+	maxNameLen = 40
+)
+
+var nameRE = regexp.MustCompile(`^[a-z]([a-z0-9-]*[a-z0-9])?$`)
+
+var (
+	rootSchema = &hcl.BodySchema{
+		Blocks: []hcl.BlockHeaderSchema{
+			{Type: "cluster", LabelNames: []string{"name"}},
+			{Type: "provider", LabelNames: []string{"type"}},
+			{Type: "node_group", LabelNames: []string{"name"}},
+		},
+	}
+	clusterSchema = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{
+			{Name: "etcd_members"},
+			{Name: "machine_ttl"},
+		},
+	}
+	nodeGroupSchema = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{
+			{Name: "desired_capacity", Required: true},
+			{Name: "metadata"},
+		},
+	}
+)
+
+// Load reads and parses the file at path. See Parse.
+func Load(path string) (*Config, *Diagnostics) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Diagnostics{Diags: hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Failed to read file",
+			Detail:   err.Error(),
+		}}}
+	}
+	return Parse(src, path)
+}
+
+// Parse parses and validates src, naming it filename in diagnostics. The
+// Config is nil when there are errors. The Diagnostics are nil when there is
+// nothing at all to report.
+func Parse(src []byte, filename string) (*Config, *Diagnostics) {
+	parser := hclparse.NewParser()
+	file, diags := parser.ParseHCL(src, filename)
+	if diags.HasErrors() {
+		// The body of a file with syntax errors is partial; decoding it
+		// would only add confusing follow-on errors.
+		return nil, newDiagnostics(diags, parser.Files())
+	}
+	cfg, more := decode(file.Body, filename, newEvalContext())
+	diags = append(diags, more...)
+	if diags.HasErrors() {
+		cfg = nil
+	}
+	return cfg, newDiagnostics(diags, parser.Files())
+}
+
+// newEvalContext builds the one context every expression is evaluated in.
+// It is empty for now, so references and function calls are reported as
+// not allowed; variables, locals and functions will be added here.
+func newEvalContext() *hcl.EvalContext {
+	return &hcl.EvalContext{}
+}
+
+// decode turns the file's body into a Config, reporting every problem it
+// finds rather than stopping at the first.
+func decode(body hcl.Body, filename string, ctx *hcl.EvalContext) (*Config, hcl.Diagnostics) {
+	cfg := &Config{Filename: filename}
+	content, diags := body.Content(rootSchema)
+
+	var cluster, provider *hcl.Block
+	groups := make(map[string]*hcl.Block)
+	// capacityRanges[i] locates NodeGroups[i].DesiredCapacity, so provider
+	// limits on the total can point at the group that crosses them.
+	var capacityRanges []hcl.Range
+
+	for _, block := range content.Blocks {
+		switch block.Type {
+		case "cluster":
+			if cluster != nil {
+				diags = append(diags, duplicate(block, cluster))
+				continue
+			}
+			cluster = block
+			diags = append(diags, decodeCluster(block, ctx, &cfg.Cluster)...)
+		case "provider":
+			if provider != nil {
+				diags = append(diags, duplicate(block, provider))
+				continue
+			}
+			provider = block
+			diags = append(diags, decodeProvider(block, ctx, &cfg.Provider)...)
+		case "node_group":
+			g, capRange, d := decodeNodeGroup(block, ctx)
+			diags = append(diags, d...)
+			if first, ok := groups[g.Name]; ok {
+				diags = append(diags, duplicate(block, first))
+				continue
+			}
+			groups[g.Name] = block
+			cfg.NodeGroups = append(cfg.NodeGroups, g)
+			capacityRanges = append(capacityRanges, capRange)
+		}
+	}
+
+	if cluster == nil {
+		diags = append(diags, missing(filename, "cluster",
+			`A file describes exactly one cluster; add cluster "local" { } at the top.`))
+	}
+	if provider == nil {
+		diags = append(diags, missing(filename, "provider",
+			`A cluster needs exactly one provider; add provider "local" { } to run it on this machine.`))
+	}
+	if len(content.Blocks.OfType("node_group")) == 0 {
+		diags = append(diags, missing(filename, "node_group",
+			`A cluster needs at least one node_group; add node_group "core" { desired_capacity = 3 }.`))
+	}
+	if cfg.Provider.Local != nil {
+		diags = append(diags, cfg.Provider.Local.checkCapacity(cfg.NodeGroups, capacityRanges)...)
+	}
+	return cfg, diags
+}
+
+func decodeCluster(block *hcl.Block, ctx *hcl.EvalContext, c *Cluster) hcl.Diagnostics {
+	c.Name = block.Labels[0]
+	c.EtcdMembers = defaultEtcdMembers
+	c.MachineTTL = defaultMachineTTL
+	diags := checkName(block, "cluster")
+
+	content, d := block.Body.Content(clusterSchema)
+	diags = append(diags, d...)
+
+	attr, d := decodeAttr(content, "etcd_members", ctx, &c.EtcdMembers)
+	diags = append(diags, d...)
+	if attr != nil {
+		switch c.EtcdMembers {
+		case 1, 3, 5, 7:
+		default:
+			// An even count adds a member without adding fault
+			// tolerance, and more than 7 slows every write.
+			diags = append(diags, attrError(attr, "Invalid etcd_members",
+				fmt.Sprintf("etcd_members must be 1, 3, 5 or 7, got %d.", c.EtcdMembers)))
+		}
+	}
+
+	var ttl string
+	attr, d = decodeAttr(content, "machine_ttl", ctx, &ttl)
+	diags = append(diags, d...)
+	if attr != nil {
+		var err error
+		if c.MachineTTL, err = time.ParseDuration(ttl); err != nil {
+			diags = append(diags, attrError(attr, "Invalid machine_ttl",
+				fmt.Sprintf(`machine_ttl must be a duration such as "10s" or "1m30s", got %q.`, ttl)))
+		} else if c.MachineTTL < minMachineTTL || c.MachineTTL > maxMachineTTL {
+			diags = append(diags, attrError(attr, "Invalid machine_ttl",
+				fmt.Sprintf("machine_ttl must be between %v and %v, got %v.", minMachineTTL, maxMachineTTL, c.MachineTTL)))
+		}
+	}
+	return diags
+}
+
+// decodeNodeGroup decodes a node_group block. It also returns the range of
+// desired_capacity, for checks on the total across groups.
+func decodeNodeGroup(block *hcl.Block, ctx *hcl.EvalContext) (NodeGroup, hcl.Range, hcl.Diagnostics) {
+	g := NodeGroup{Name: block.Labels[0], DeclRange: block.DefRange}
+	diags := checkName(block, "node_group")
+
+	content, d := block.Body.Content(nodeGroupSchema)
+	diags = append(diags, d...)
+
+	capRange := block.DefRange
+	attr, d := decodeAttr(content, "desired_capacity", ctx, &g.DesiredCapacity)
+	diags = append(diags, d...)
+	if attr != nil {
+		capRange = attr.Expr.Range()
+		if g.DesiredCapacity < 0 {
+			diags = append(diags, attrError(attr, "Invalid desired_capacity",
+				fmt.Sprintf("desired_capacity must be 0 or more, got %d.", g.DesiredCapacity)))
+			g.DesiredCapacity = 0
+		}
+	}
+
+	attr, d = decodeAttr(content, "metadata", ctx, &g.Metadata)
+	diags = append(diags, d...)
+	if attr != nil {
+		diags = append(diags, checkMetadata(attr, ctx, g.Metadata)...)
+	}
+	return g, capRange, diags
+}
+
+// checkName reports a block label that is not a lowercase DNS label.
+func checkName(block *hcl.Block, kind string) hcl.Diagnostics {
+	name := block.Labels[0]
+	if len(name) <= maxNameLen && nameRE.MatchString(name) {
+		return nil
+	}
+	return hcl.Diagnostics{{
+		Severity: hcl.DiagError,
+		Summary:  "Invalid " + kind + " name",
+		Detail: fmt.Sprintf("%s name %q must be a lowercase DNS label: letters a-z, digits and hyphens, "+
+			"starting with a letter, ending with a letter or digit, at most %d characters.", kind, name, maxNameLen),
+		Subject: block.LabelRanges[0].Ptr(),
+		Context: block.DefRange.Ptr(),
+	}}
+}
+
+// decodeAttr decodes the named attribute, if it is set, into target. It
+// returns the attribute only when it is set and decoded, so the caller can
+// validate the value and point at it.
+func decodeAttr(content *hcl.BodyContent, name string, ctx *hcl.EvalContext, target any) (*hcl.Attribute, hcl.Diagnostics) {
+	attr, ok := content.Attributes[name]
+	if !ok {
+		return nil, nil
+	}
+	val, diags := attr.Expr.Value(ctx)
+	if diags.HasErrors() {
+		// The value is unknown; converting it would only add noise.
+		return nil, diags
+	}
+	ty, err := gocty.ImpliedType(target)
+	if err != nil {
+		panic(err) // target is one of this package's field types
+	}
+	if val, err = convert.Convert(val, ty); err == nil {
+		err = gocty.FromCtyValue(val, target)
+	}
+	if err != nil {
+		// Worded as hcldec words it, so that the message names the attribute.
+		return nil, append(diags, &hcl.Diagnostic{
+			Severity:    hcl.DiagError,
+			Summary:     "Incorrect attribute value type",
+			Detail:      fmt.Sprintf("Inappropriate value for attribute %q: %s.", name, err),
+			Subject:     attr.Expr.Range().Ptr(),
+			Context:     attr.Range.Ptr(),
+			Expression:  attr.Expr,
+			EvalContext: ctx,
+		})
+	}
+	return attr, diags
+}
+
+// attrError is an error about an attribute's value: the value is the
+// subject, the whole attribute the context.
+func attrError(attr *hcl.Attribute, summary, detail string) *hcl.Diagnostic {
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  summary,
+		Detail:   detail,
+		Subject:  attr.Expr.Range().Ptr(),
+		Context:  attr.Range.Ptr(),
+	}
+}
+
+// duplicate reports block as a repeat of first.
+func duplicate(block, first *hcl.Block) *hcl.Diagnostic {
+	what := fmt.Sprintf("%s %q", block.Type, block.Labels[0])
+	if block.Type != "node_group" {
+		what = block.Type + " block"
+	}
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  "Duplicate " + what,
+		Detail:   fmt.Sprintf("A %s is already defined at %s; remove one of them.", what, position(first.DefRange)),
+		Subject:  block.DefRange.Ptr(),
+	}
+}
+
+// missing reports an absent block. There is nothing to point at, so the
+// subject is the start of the file.
+func missing(filename, blockType, detail string) *hcl.Diagnostic {
+	start := hcl.Pos{Line: 1, Column: 1}
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  "Missing " + blockType + " block",
+		Detail:   detail,
+		Subject:  &hcl.Range{Filename: filename, Start: start, End: start},
+	}
+}

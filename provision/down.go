@@ -1,0 +1,57 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Down removes everything the cluster's runs made: every node the provider
+// can find (by name, whether or not the state knows it), the cluster-wide
+// resources, and the state directory.
+func Down(ctx context.Context, opts Options) error {
+	c, err := open(opts)
+	if err != nil {
+		return err
+	}
+	lock, err := c.dir.Lock("down")
+	if err != nil {
+		return err
+	}
+	p, err := c.provider()
+	if err != nil {
+		lock.Unlock()
+		return err
+	}
+	found, err := p.Inventory(ctx)
+	if err != nil {
+		lock.Unlock()
+		return err
+	}
+	// Every node is going, so quorum doesn't matter: stop them together.
+	var wg sync.WaitGroup
+	errs := make([]error, len(found))
+	for i, inst := range found {
+		wg.Go(func() {
+			if errs[i] = p.Terminate(ctx, inst.Name); errs[i] == nil {
+				fmt.Fprintf(c.opts.Out, "  - %s removed\n", inst.Name)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		lock.Unlock()
+		return err
+	}
+	if err := p.Teardown(ctx); err != nil {
+		lock.Unlock()
+		return err
+	}
+	lock.Unlock()
+	if err := c.dir.Remove(); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.opts.Out, "cluster %q removed (%d nodes)\n", c.cfg.Cluster.Name, len(found))
+	return nil
+}

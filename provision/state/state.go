@@ -1,0 +1,194 @@
+// Package state keeps what provision knows about a cluster between runs, in
+// .corral/<cluster>/ beside the HCL file: the state file, the cluster's PKI,
+// the join token, and one directory per node. Files are 0600, directories
+// 0700. A lock file keeps two runs from converging the same cluster at once.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/corral-dev/corral/bootstrap/pki"
+	"golang.org/x/sys/unix"
+)
+
+// Role is a node's part in etcd.
+type Role string
+
+// The two roles.
+const (
+	Member Role = "member" // runs an etcd voting member
+	Client Role = "client" // uses the members
+)
+
+// Node is one machine provision made.
+type Node struct {
+	Name    string     `json:"name"`
+	Group   string     `json:"group"`
+	Index   int        `json:"index"`
+	IP      netip.Addr `json:"ip"`
+	Role    Role       `json:"role"`
+	Created time.Time  `json:"created"`
+}
+
+// State is the state file's content.
+type State struct {
+	Cluster  string `json:"cluster"`
+	Provider string `json:"provider"`
+	// Isolation is how the local provider separates nodes: "netns" or "loopback".
+	Isolation string `json:"isolation,omitempty"`
+	Nodes     []Node `json:"nodes"`
+}
+
+// Node returns the named node, or nil.
+func (s *State) Node(name string) *Node {
+	for i := range s.Nodes {
+		if s.Nodes[i].Name == name {
+			return &s.Nodes[i]
+		}
+	}
+	return nil
+}
+
+// Remove drops the named node from the state.
+func (s *State) Remove(name string) {
+	s.Nodes = slices.DeleteFunc(s.Nodes, func(n Node) bool { return n.Name == name })
+}
+
+// Members returns the nodes that run etcd members, oldest first.
+func (s *State) Members() []Node {
+	var out []Node
+	for _, n := range s.Nodes {
+		if n.Role == Member {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Dir is one cluster's state directory.
+type Dir struct{ Path string }
+
+// For returns the state directory of cluster for the HCL file at hclPath.
+func For(hclPath, cluster string) Dir {
+	return Dir{Path: filepath.Join(filepath.Dir(hclPath), ".corral", cluster)}
+}
+
+// Paths inside the directory.
+func (d Dir) file() string               { return filepath.Join(d.Path, "state.json") }
+func (d Dir) PKI(name string) string     { return filepath.Join(d.Path, "pki", name) }
+func (d Dir) NodeDir(node string) string { return filepath.Join(d.Path, "nodes", node) }
+
+// AdminFiles are the CA and the admin client certificate that provision,
+// clusterctl and etcdctl use to reach the cluster.
+func (d Dir) AdminFiles() pki.Files {
+	return pki.Files{CA: d.PKI("ca.crt"), Cert: d.PKI("admin.crt"), Key: d.PKI("admin.key")}
+}
+
+// Exists reports whether the directory holds a state file.
+func (d Dir) Exists() bool {
+	_, err := os.Stat(d.file())
+	return err == nil
+}
+
+// Load reads the state; a missing file is an empty state.
+func (d Dir) Load() (*State, error) {
+	b, err := os.ReadFile(d.file())
+	if errors.Is(err, os.ErrNotExist) {
+		return &State{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s State
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%s: %w (the file is corrupt; `provision down` still finds resources by name)", d.file(), err)
+	}
+	return &s, nil
+}
+
+// Save writes the state atomically, so a crash leaves the old or the new
+// file, never half of one.
+func (d Dir) Save(s *State) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFile(d.file(), append(b, '\n'))
+}
+
+// WriteFile writes a 0600 file atomically, making its directory 0700.
+func WriteFile(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// Lock is held for the length of one provision run.
+type Lock struct{ f *os.File }
+
+// ErrLocked says another run holds the lock.
+var ErrLocked = errors.New("locked")
+
+// Lock takes the cluster's lock without waiting. The lock is an flock, so
+// it is released by the kernel if the holder dies: no stale locks.
+func (d Dir) Lock(what string) (*Lock, error) {
+	if err := os.MkdirAll(d.Path, 0o700); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(d.Path, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		return nil, fmt.Errorf("%w: another provision is working on this cluster (%s); wait for it or stop it",
+			ErrLocked, strings.TrimSpace(string(holder)))
+	}
+	f.Truncate(0)
+	f.WriteString("pid " + strconv.Itoa(os.Getpid()) + ", " + what + " since " + time.Now().Format(time.TimeOnly) + "\n")
+	return &Lock{f: f}, nil
+}
+
+// Unlock releases the lock.
+func (l *Lock) Unlock() error {
+	l.f.Truncate(0)
+	return l.f.Close()
+}
+
+// Remove deletes the whole directory (after `down`).
+func (d Dir) Remove() error {
+	if err := os.RemoveAll(d.Path); err != nil {
+		return err
+	}
+	// Drop .corral too if this was its last cluster.
+	os.Remove(filepath.Dir(d.Path))
+	return nil
+}
