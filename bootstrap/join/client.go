@@ -130,7 +130,7 @@ func (r requester) attempt(ctx context.Context, server string, token pki.Token, 
 	// Hash and trust the parsed certificate alone: a man in the middle could
 	// append a CA of his own after the genuine one.
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})
-	if hash, _ := pki.HashPEM(caPEM); hash != token.CAHash {
+	if hash, _ := pki.HashPEM(caPEM); hash != token.CAHash { // caPEM is a parsed certificate: no error
 		return nil, refusedf("join: server %s presented CA %s, but the token pins %s; is this the right cluster/token?",
 			server, hash, token.CAHash)
 	}

@@ -68,8 +68,13 @@ func TestRequestWaitsForServer(t *testing.T) {
 	}()
 
 	// Start the member only once an attempt has found nothing listening.
-	if err := <-failed; !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Fatalf("first attempt failed with %v, want connection refused", err)
+	select {
+	case err := <-failed:
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("first attempt failed with %v, want connection refused", err)
+		}
+	case res := <-done:
+		t.Fatalf("Request returned before any attempt failed: %v", res.err)
 	}
 	m := c.serve(t, listen(), nil)
 

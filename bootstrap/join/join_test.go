@@ -253,9 +253,8 @@ func TestRequestTriesServersInOrder(t *testing.T) {
 func TestRequestJoinsErrors(t *testing.T) {
 	c, other := newCluster(t), newCluster(t)
 	foreign := other.serve(t, nil, nil)
-	stale := newCluster(t) // the same CA, but the cluster's token was rotated
-	stale.ca = c.ca
-	rotated := stale.serve(t, nil, nil)
+	// A member whose token was rotated: the same CA, another secret.
+	rotated := (&cluster{ca: c.ca, token: pki.Token{CAHash: c.token.CAHash, Secret: strings.Repeat("1", 64)}}).serve(t, nil, nil)
 
 	_, err := noRetries(t).request(testContext(t), []string{foreign.addr, rotated.addr}, c.token, nodeRequest)
 	if err == nil {

@@ -104,9 +104,9 @@ func (ca *CA) SignCSR(csrPEM []byte, validity time.Duration) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert}), nil
 }
 
-// Issue generates a key and a certificate for req, signed by the CA. Only
-// provision, which holds the CA, issues directly; nodes use a CSR so that
-// their key never leaves them.
+// Issue generates a key and a certificate for req, signed by the CA. It is
+// for whoever holds the CA, such as provision; a node asks for its
+// certificate with a CSR instead, so that its key never leaves it.
 func (ca *CA) Issue(req CertRequest, validity time.Duration) (certPEM, keyPEM []byte, err error) {
 	key, err := NewKey()
 	if err != nil {
