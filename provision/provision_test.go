@@ -16,9 +16,9 @@ import (
 	"github.com/corral-dev/corral/clusterd/registry"
 	"github.com/corral-dev/corral/internal/clustertest"
 	"github.com/corral-dev/corral/internal/hostnet"
+	"github.com/corral-dev/corral/providers/local"
 	"github.com/corral-dev/corral/provision"
 	"github.com/corral-dev/corral/provision/state"
-	"github.com/corral-dev/corral/providers/local"
 )
 
 func count(n int) func([]registry.Machine) bool {
