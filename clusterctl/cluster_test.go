@@ -1,0 +1,102 @@
+package clusterctl_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corral-dev/corral/internal/clustertest"
+	"github.com/corral-dev/corral/provision"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// The CoreOS walkthrough against a real cluster, through the real binary:
+// list-machines, set with a TTL, get, expiry, update || set, members.
+func TestClusterctlAgainstACluster(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 3, Metadata: `{ role = "web" }`})
+
+	out, _, code := c.Ctl("list-machines")
+	if code != 0 || !strings.Contains(out, "role=web") || strings.Count(out, "...") != 3 {
+		t.Fatalf("list-machines (exit %d):\n%s", code, out)
+	}
+	out, _, _ = c.Ctl("list-machines", "--full")
+	if strings.Contains(out, "...") {
+		t.Fatalf("--full still truncates ids:\n%s", out)
+	}
+
+	// The TTL demo: set --ttl 3; get at once succeeds; once the key expires
+	// (awaited by watching it), get fails with v2's message and exit code 4.
+	ctx := context.Background()
+	cur, err := c.Admin.Get(ctx, "/foo/bar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := c.Admin.Watch(ctx, "/foo/bar", clientv3.WithRev(cur.Header.Revision+1))
+	if out, errOut, code := c.Ctl("set", "/foo/bar", `{ "baz": "quux" }`, "--ttl", "3"); code != 0 {
+		t.Fatalf("set: exit %d: %s %s", code, out, errOut)
+	}
+	if out, _, code := c.Ctl("get", "/foo/bar"); code != 0 || strings.TrimSpace(out) != `{ "baz": "quux" }` {
+		t.Fatalf("get right after set: exit %d, %q", code, out)
+	}
+	deadline := time.After(30 * time.Second)
+	for deleted := false; !deleted; {
+		select {
+		case r := <-w:
+			for _, ev := range r.Events {
+				deleted = deleted || ev.Type == clientv3.EventTypeDelete
+			}
+		case <-deadline:
+			t.Fatal("the key with --ttl 3 did not expire")
+		}
+	}
+	_, errOut, code := c.Ctl("get", "/foo/bar")
+	if code != 4 || !strings.Contains(errOut, "Error: 100: Key not found (/foo/bar)") {
+		t.Fatalf("get after expiry: exit %d, stderr %q", code, errOut)
+	}
+
+	// update on a missing key fails; the `update || set` idiom works.
+	if _, _, code := c.Ctl("update", "/missing", "v"); code == 0 {
+		t.Fatal("update of a missing key succeeded")
+	}
+	script := `"$CTL" ctl update /idiom first || "$CTL" ctl set /idiom first`
+	sh := exec.Command("sh", "-c", script)
+	var env bytes.Buffer
+	if err := provision.Env(provision.Options{File: c.File, Out: &env}); err != nil {
+		t.Fatal(err)
+	}
+	sh.Env = append(os.Environ(), "CTL="+c.Binary)
+	for _, line := range strings.Split(env.String(), "\n") {
+		if kv, ok := strings.CutPrefix(line, "export "); ok {
+			sh.Env = append(sh.Env, kv)
+		}
+	}
+	if out, err := sh.CombinedOutput(); err != nil {
+		t.Fatalf("update || set: %v\n%s", err, out)
+	}
+	if out, _, _ := c.Ctl("get", "/idiom"); strings.TrimSpace(out) != "first" {
+		t.Fatalf("after update || set: %q", out)
+	}
+
+	out, _, code = c.Ctl("cluster-health")
+	if code != 0 || !strings.Contains(out, "cluster is healthy") || strings.Count(out, "is healthy: got healthy result") != 3 {
+		t.Fatalf("cluster-health (exit %d):\n%s", code, out)
+	}
+	out, _, code = c.Ctl("member", "list")
+	if code != 0 || strings.Count(out, "isLeader=true") != 1 || !strings.Contains(out, "name=core-2") {
+		t.Fatalf("member list (exit %d):\n%s", code, out)
+	}
+}
+
+// Without settings clusterctl says what to do rather than hang.
+func TestClusterctlWithoutSettings(t *testing.T) {
+	cmd := exec.Command(clustertest.Binary(t), "ctl", "list-machines")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `provision env FILE`) {
+		t.Fatalf("want a hint to run provision env, got %v:\n%s", err, out)
+	}
+}
