@@ -29,7 +29,10 @@ func Down(ctx context.Context, opts Options) error {
 		lock.Unlock()
 		return err
 	}
-	// Every node is going, so quorum doesn't matter: stop them together.
+	// Every node is going and its data with it: there is no leadership to
+	// hand over and no registration worth revoking, so stop them together
+	// and at once (a clean etcd shutdown without quorum waits out timeouts).
+	p.Grace = -1
 	var wg sync.WaitGroup
 	errs := make([]error, len(found))
 	for i, inst := range found {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -269,5 +270,63 @@ func TestEnvNamesCertificates(t *testing.T) {
 	}
 	if !strings.Contains(st.String(), "healthy (leader)") || !strings.Contains(st.String(), "core-1") {
 		t.Fatalf("status:\n%s", st.String())
+	}
+}
+
+// Without the privileges for namespaces, nodes run on loopback addresses
+// and say so; down still removes everything.
+func TestLoopbackFallbackWithoutRoot(t *testing.T) {
+	bin := clustertest.Binary(t)
+	dir := t.TempDir()
+	const nobody = 65534
+	if err := os.Chown(dir, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	src := "cluster \"lo\" {\n  machine_ttl = \"3s\"\n}\nprovider \"local\" {}\nnode_group \"core\" { desired_capacity = 3 }\n"
+	file := filepath.Join(dir, "lo.hcl")
+	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	asNobody := func(args ...string) (string, error) {
+		cmd := exec.Command(bin, args...)
+		cmd.Dir = dir
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	t.Cleanup(func() { asNobody("down", "lo.hcl") })
+	out, err := asNobody("up", "lo.hcl")
+	if err != nil {
+		t.Fatalf("up as nobody: %v\n%s", err, out)
+	}
+	for _, want := range []string{"nodes will run on loopback addresses", "loopback isolation", "127.77.0.13", "3 machines, 3 etcd members"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("up output lacks %q:\n%s", want, out)
+		}
+	}
+	st, err := state.For(file, "lo").Load()
+	if err != nil || len(st.Nodes) != 3 {
+		t.Fatalf("state: %v %v", st, err)
+	}
+	var pids []int
+	for _, n := range st.Nodes {
+		b, err := os.ReadFile(filepath.Join(dir, ".corral", "lo", "nodes", n.Name, "pid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		pids = append(pids, pid)
+	}
+	if out, err := asNobody("down", "lo.hcl"); err != nil {
+		t.Fatalf("down as nobody: %v\n%s", err, out)
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("process %d left after down", pid)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".corral")); !os.IsNotExist(err) {
+		t.Errorf(".corral left after down")
 	}
 }

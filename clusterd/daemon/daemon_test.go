@@ -163,3 +163,19 @@ func TestWrongTokenIsRefused(t *testing.T) {
 		t.Fatalf("membership changed: %v -> %v (%v)", before.Members, after.Members, err)
 	}
 }
+
+// Cut a member's veth: the rest keep serving, the cut machine leaves the
+// list when its lease runs out; heal it and it registers again by itself.
+func TestPartitionedMemberReturns(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 3, TTL: 3 * time.Second})
+	c.WaitMachines(30*time.Second, "3 machines", func(ms []registry.Machine) bool { return len(ms) == 3 })
+	c.Partition("core-2")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.Admin.Put(ctx, "/during-partition", "ok"); err != nil {
+		t.Fatalf("write during a partition of one member: %v", err)
+	}
+	c.WaitMachines(30*time.Second, "core-2 to leave", without("core-2"))
+	c.Heal("core-2")
+	c.WaitMachines(60*time.Second, "core-2 to come back", with("core-2"))
+}

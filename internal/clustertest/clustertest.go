@@ -48,6 +48,10 @@ func Binary(t testing.TB) string {
 			buildErr = err
 			return
 		}
+		// Readable by all: some tests run it as an unprivileged user.
+		if buildErr = os.Chmod(dir, 0o755); buildErr != nil {
+			return
+		}
 		built = filepath.Join(dir, "provision")
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..")

@@ -48,6 +48,10 @@ type Provider struct {
 	Isolation Isolation
 	Binary    string // the corral binary, run as clusterd
 	StateDir  string // holds nodes/<name>/ with pid files and logs
+	// Grace is how long Terminate lets a node shut down cleanly (leave etcd
+	// leadership, revoke its registration) before killing it; default 10 s.
+	// Negative means kill at once.
+	Grace time.Duration
 
 	mu    sync.Mutex
 	exits chan Exit
@@ -255,10 +259,14 @@ func (p *Provider) Inventory(ctx context.Context) ([]providers.Instance, error) 
 	return out, nil
 }
 
-// Terminate stops the node's processes (SIGTERM, then SIGKILL after 10 s)
-// and removes its namespace and directory.
+// Terminate stops the node's processes (SIGTERM, then SIGKILL after the
+// grace period) and removes its namespace and directory.
 func (p *Provider) Terminate(ctx context.Context, name string) error {
-	if err := Stop(p.pids(name), 10*time.Second); err != nil {
+	grace := p.Grace
+	if grace == 0 {
+		grace = 10 * time.Second
+	}
+	if err := Stop(p.pids(name), max(grace, 0)); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	if p.Isolation == Netns {
@@ -275,13 +283,15 @@ func (p *Provider) Terminate(ctx context.Context, name string) error {
 
 // Kill stops a node's processes abruptly, as a machine failure would, and
 // leaves everything else in place so it can be started again.
-func (p *Provider) Kill(name string) error {
-	for _, pid := range p.pids(name) {
+func (p *Provider) Kill(name string) error { return kill(p.pids(name)) }
+
+func kill(pids []int) error {
+	for _, pid := range pids {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 			return err
 		}
 	}
-	return waitGone(p.pids(name), 10*time.Second)
+	return waitGone(pids, 10*time.Second)
 }
 
 // Teardown removes the bridge once the nodes are gone.
@@ -294,16 +304,16 @@ func (p *Provider) Teardown(ctx context.Context) error {
 
 // Stop sends SIGTERM, waits up to grace, then SIGKILLs what is left.
 func Stop(pids []int, grace time.Duration) error {
+	if grace <= 0 {
+		return kill(pids)
+	}
 	for _, pid := range pids {
 		syscall.Kill(pid, syscall.SIGTERM)
 	}
 	if waitGone(pids, grace) == nil {
 		return nil
 	}
-	for _, pid := range pids {
-		syscall.Kill(pid, syscall.SIGKILL)
-	}
-	return waitGone(pids, 5*time.Second)
+	return kill(pids)
 }
 
 // waitGone waits for processes to exit. They may not be our children (a
