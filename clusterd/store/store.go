@@ -157,12 +157,16 @@ func Connect(ctx context.Context, files pki.Files, endpoints []string) (*clientv
 		return nil, err
 	}
 	return clientv3.New(clientv3.Config{
-		Endpoints:        endpoints,
-		TLS:              tlsConf,
-		DialTimeout:      5 * time.Second,
-		AutoSyncInterval: 30 * time.Second, // follow members added later
-		Context:          ctx,
-		Logger:           zap.NewNop(),
+		Endpoints:   endpoints,
+		TLS:         tlsConf,
+		DialTimeout: 5 * time.Second,
+		// Find a member that went silent (a partition drops packets, it
+		// doesn't close connections) within seconds, and move to another.
+		DialKeepAliveTime:    2 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
+		AutoSyncInterval:     30 * time.Second, // follow members added later
+		Context:              ctx,
+		Logger:               zap.NewNop(),
 	})
 }
 
