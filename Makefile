@@ -22,7 +22,7 @@ build:
 	ln -sf provision $(BIN)/clusterctl
 
 run: build
-	$(BIN)/provision up examples/local.hcl
+	bin/provision up examples/local.hcl
 
 # The suite runs against the binary just built (CORRAL_BIN), as users do.
 test: build lint

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -85,13 +86,29 @@ func Up(ctx context.Context, opts UpOptions) error {
 		}
 	}
 	fmt.Fprintf(out, "cluster %q is up: %d machines, %d etcd members (%.1fs)\n\n", c.cfg.Cluster.Name, len(ms), members, time.Since(start).Seconds())
-	self := "provision"
-	if len(os.Args) > 0 && strings.Contains(os.Args[0], "/") {
-		self = os.Args[0]
-	}
-	fmt.Fprintf(out, "Use it:\n  eval \"$(%s env %s)\"\n  %s ctl list-machines\n  %s ctl set /foo/bar hello --ttl 30\nRemove it:\n  %s down %s\n",
-		self, c.opts.File, self, self, self, c.opts.File)
+	self, ctl := invokedAs()
+	fmt.Fprintf(out, "Use it:\n  eval \"$(%s env %s)\"\n  %s list-machines\n  %s set /foo/bar hello --ttl 30\nRemove it:\n  %s down %s\n",
+		self, c.opts.File, ctl, ctl, self, c.opts.File)
 	return nil
+}
+
+// invokedAs returns how the user ran provision and how to run clusterctl
+// beside it, for hints they can paste.
+func invokedAs() (self, ctl string) {
+	self, ctl = "provision", "clusterctl"
+	if len(os.Args) == 0 || !strings.Contains(os.Args[0], "/") {
+		return self, ctl
+	}
+	self = os.Args[0]
+	if link := filepath.Join(filepath.Dir(self), "clusterctl"); fileExists(link) {
+		return self, link
+	}
+	return self, self + " ctl"
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // addNodes records the nodes the file asks for and the state lacks, with
