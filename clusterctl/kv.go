@@ -73,25 +73,14 @@ type kvCommands struct {
 // becomes an ExitError with etcdctl v2's server-error status, unless it
 // already is one.
 func (kv kvCommands) run(timeout time.Duration, fn func(ctx context.Context, k *keys.Keys, cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		ctx := cmd.Context()
-		if timeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, timeout)
-			defer cancel()
-		}
-		c, err := kv.connect(ctx)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		err = fn(ctx, keys.New(c), cmd, args)
+	return withClient(kv.connect, timeout, func(ctx context.Context, c *clientv3.Client, cmd *cobra.Command, args []string) error {
+		err := fn(ctx, keys.New(c), cmd, args)
 		var exit *ExitError
 		if err != nil && !errors.As(err, &exit) {
 			err = &ExitError{Code: exitServerError, Err: err}
 		}
 		return err
-	}
+	})
 }
 
 // usage wraps a cobra argument check so that a bad command line exits with

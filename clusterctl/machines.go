@@ -14,8 +14,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-type connectFunc func(ctx context.Context) (*clientv3.Client, error)
-
 func machinesCommand(connect connectFunc) *cobra.Command {
 	var full bool
 	var output string
@@ -23,16 +21,14 @@ func machinesCommand(connect connectFunc) *cobra.Command {
 		Use:   "list-machines",
 		Short: "List the live machines, as fleetctl did",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		PreRunE: func(*cobra.Command, []string) error {
 			if output != "table" && output != "json" {
 				return fmt.Errorf("--output %q: want table or json", output)
 			}
-			cli, err := connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cli.Close()
-			ms, _, err := registry.List(cmd.Context(), cli)
+			return nil
+		},
+		RunE: withClient(connect, requestTimeout, func(ctx context.Context, cli *clientv3.Client, cmd *cobra.Command, _ []string) error {
+			ms, _, err := registry.List(ctx, cli)
 			if err != nil {
 				return err
 			}
@@ -42,7 +38,7 @@ func machinesCommand(connect connectFunc) *cobra.Command {
 				return enc.Encode(ms)
 			}
 			return writeMachines(cmd, ms, full)
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&full, "full", false, "show whole machine ids")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")

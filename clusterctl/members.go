@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // healthCommand is etcdctl v2's cluster-health: every member asked directly.
@@ -16,13 +17,8 @@ func healthCommand(connect connectFunc) *cobra.Command {
 		Use:   "cluster-health",
 		Short: "Check the health of every etcd member",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cli, err := connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cli.Close()
-			list, err := cli.MemberList(cmd.Context())
+		RunE: withClient(connect, 30*time.Second, func(ctx context.Context, cli *clientv3.Client, cmd *cobra.Command, _ []string) error {
+			list, err := cli.MemberList(ctx)
 			if err != nil {
 				return &ExitError{Code: 5, Err: fmt.Errorf("cluster may be unhealthy: failed to list members: %w", err)}
 			}
@@ -33,8 +29,8 @@ func healthCommand(connect connectFunc) *cobra.Command {
 					fmt.Fprintf(out, "member %x is unreachable: no client URL (not started yet)\n", m.ID)
 					continue
 				}
-				ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
-				_, err := cli.Status(ctx, m.ClientURLs[0])
+				sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := cli.Status(sctx, m.ClientURLs[0])
 				cancel()
 				if err != nil {
 					fmt.Fprintf(out, "member %x is unhealthy: got unhealthy result from %s: %v\n", m.ID, m.ClientURLs[0], err)
@@ -53,7 +49,7 @@ func healthCommand(connect connectFunc) *cobra.Command {
 				return &ExitError{Code: 5, Err: fmt.Errorf("cluster is unavailable: %d of %d members healthy", healthy, len(list.Members))}
 			}
 			return nil
-		},
+		}),
 	}
 }
 
@@ -63,19 +59,14 @@ func memberCommand(connect connectFunc) *cobra.Command {
 		Use:   "list",
 		Short: "List etcd members, as etcdctl v2 did",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cli, err := connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cli.Close()
-			list, err := cli.MemberList(cmd.Context())
+		RunE: withClient(connect, requestTimeout, func(ctx context.Context, cli *clientv3.Client, cmd *cobra.Command, _ []string) error {
+			list, err := cli.MemberList(ctx)
 			if err != nil {
 				return err
 			}
 			var leader uint64
 			if len(cli.Endpoints()) > 0 {
-				if st, err := cli.Status(cmd.Context(), cli.Endpoints()[0]); err == nil {
+				if st, err := cli.Status(ctx, cli.Endpoints()[0]); err == nil {
 					leader = st.Leader
 				}
 			}
@@ -88,27 +79,22 @@ func memberCommand(connect connectFunc) *cobra.Command {
 					m.ID, m.Name, strings.Join(m.PeerURLs, ","), strings.Join(m.ClientURLs, ","), m.ID == leader, learner)
 			}
 			return nil
-		},
+		}),
 	}, &cobra.Command{
 		Use:   "remove ID",
 		Short: "Remove an etcd member by its hex id (see member list)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: withClient(connect, requestTimeout, func(ctx context.Context, cli *clientv3.Client, cmd *cobra.Command, args []string) error {
 			id, err := strconv.ParseUint(args[0], 16, 64)
 			if err != nil {
 				return fmt.Errorf("member id %q: want the hex id that `member list` prints", args[0])
 			}
-			cli, err := connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cli.Close()
-			if _, err := cli.MemberRemove(cmd.Context(), id); err != nil {
+			if _, err := cli.MemberRemove(ctx, id); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Removed member %x from cluster\n", id)
 			return nil
-		},
+		}),
 	})
 	return member
 }

@@ -83,7 +83,35 @@ func (c *connection) connect(ctx context.Context) (*clientv3.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", strings.Join(c.endpoints, ","), err)
 	}
+	// Best effort: move off members that are still learners. A cluster
+	// that doesn't answer in time is left to the command to report (so
+	// cluster-health can still say which members are down).
+	rctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	store.Ready(rctx, cli)
 	return cli, nil
+}
+
+// connectFunc gives a ready client; the root command owns flags and certs.
+type connectFunc func(ctx context.Context) (*clientv3.Client, error)
+
+// withClient adapts fn to cobra's RunE: it bounds the command by timeout
+// (if not zero), connects, and closes the client afterwards.
+func withClient(connect connectFunc, timeout time.Duration, fn func(ctx context.Context, c *clientv3.Client, cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		c, err := connect(ctx)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return fn(ctx, c, cmd, args)
+	}
 }
 
 // readEnvFile reads KEY=VALUE lines.

@@ -152,7 +152,15 @@ func (c *cluster) connect(ctx context.Context) (*clientv3.Client, error) {
 	if len(eps) == 0 {
 		return nil, fmt.Errorf("cluster %q has no members; run `provision up %s`", c.cfg.Cluster.Name, c.opts.File)
 	}
-	return store.Connect(ctx, c.adminFiles(), eps)
+	cli, err := store.Connect(ctx, c.adminFiles(), eps)
+	if err != nil {
+		return nil, err
+	}
+	if err := store.Ready(ctx, cli); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("cluster %q does not answer at %s: %w", c.cfg.Cluster.Name, strings.Join(eps, ","), err)
+	}
+	return cli, nil
 }
 
 // Env prints shell exports that point clusterctl and etcdctl at the cluster.

@@ -130,19 +130,30 @@ func Start(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, errors.New("store: the node's IP address is required")
 	}
 	restart := HasData(cfg.DataDir)
+	var s *Store
+	var err error
 	switch {
 	case cfg.Mode == ModeClient && !restart:
 		return startClient(ctx, cfg)
 	case restart:
 		cfg.Log.Info("restarting etcd member from its data", "dir", cfg.etcdDir())
-		return startMember(ctx, cfg, "existing", cfg.Name+"="+cfg.peerURL())
+		s, err = startMember(ctx, cfg, "existing", cfg.Name+"="+cfg.peerURL())
 	case cfg.Mode == ModeInit:
 		cfg.Log.Info("initialising a new etcd cluster", "member", cfg.Name)
-		return startMember(ctx, cfg, "new", cfg.Name+"="+cfg.peerURL())
+		s, err = startMember(ctx, cfg, "new", cfg.Name+"="+cfg.peerURL())
 	case cfg.Mode == ModeJoin:
-		return join(ctx, cfg)
+		s, err = join(ctx, cfg)
+	default:
+		return nil, fmt.Errorf("store: unknown mode %q", cfg.Mode)
 	}
-	return nil, fmt.Errorf("store: unknown mode %q", cfg.Mode)
+	if err != nil {
+		return nil, err
+	}
+	if err := Ready(ctx, s.Client); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // Connect returns a client for endpoints that authenticates with the
@@ -180,7 +191,7 @@ func startClient(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	// A client is ready when the cluster answers it; until then keep trying,
 	// since the members may be starting at the same moment.
-	if err := waitAnswer(ctx, c); err != nil {
+	if err := Ready(ctx, c); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -188,13 +199,31 @@ func startClient(ctx context.Context, cfg Config) (*Store, error) {
 	return &Store{Client: c, log: cfg.Log}, nil
 }
 
-// waitAnswer retries a linearizable read until the cluster serves it.
-func waitAnswer(ctx context.Context, c *clientv3.Client) error {
+// Ready retries until the cluster serves a linearizable read, then
+// points the client at the started voting members only: a learner refuses
+// everything but serializable reads ("rpc not supported for learner"), and
+// a node that is joining right now is one.
+func Ready(ctx context.Context, c *clientv3.Client) error {
 	return retry(ctx, func() error {
 		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
-		_, err := c.Get(rctx, "/corral/store/ping")
-		return err
+		if _, err := c.Get(rctx, "/corral/store/ping"); err != nil {
+			return err
+		}
+		list, err := c.MemberList(rctx)
+		if err != nil {
+			return err
+		}
+		var voters []string
+		for _, m := range list.Members {
+			if !m.IsLearner && m.Name != "" {
+				voters = append(voters, m.ClientURLs...)
+			}
+		}
+		if len(voters) > 0 {
+			c.SetEndpoints(voters...)
+		}
+		return nil
 	}, func(error) bool { return true })
 }
 
@@ -229,7 +258,7 @@ func join(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	defer c.Close()
-	if err := waitAnswer(ctx, c); err != nil {
+	if err := Ready(ctx, c); err != nil {
 		return nil, fmt.Errorf("store: no member answered at %s: %w", strings.Join(cfg.Members, ","), err)
 	}
 	sess, err := concurrency.NewSession(c, concurrency.WithTTL(10))

@@ -200,7 +200,11 @@ func (c *Cluster) reload() error {
 		for _, m := range st.Members() {
 			eps = append(eps, store.ClientURL(m.IP.AsSlice(), 0))
 		}
-		c.Admin, err = store.Connect(context.Background(), dir.AdminFiles(), eps)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if c.Admin, err = store.Connect(ctx, dir.AdminFiles(), eps); err == nil {
+			err = store.Ready(ctx, c.Admin)
+		}
 	}
 	return err
 }

@@ -35,9 +35,22 @@ func Check() error {
 	return inNewNamespace(func() error { return nil })
 }
 
-// inNewNamespace runs fn on a thread inside a fresh anonymous namespace and
-// brings the thread back; it proves the kernel and our privileges allow it.
+// inNewNamespace proves the kernel and our privileges allow a namespace.
 func inNewNamespace(fn func() error) error {
+	return onThread(func() error {
+		ns, err := netns.New()
+		if err != nil {
+			return fmt.Errorf("creating a network namespace: %w", err)
+		}
+		return ns.Close()
+	}, fn)
+}
+
+// onThread runs enter and then fn on one locked OS thread, and returns the
+// thread to the namespace it started in. Namespaces belong to threads, not
+// to goroutines: without the lock, the runtime could run other goroutines
+// in the wrong namespace.
+func onThread(enter, fn func() error) error {
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
@@ -45,13 +58,10 @@ func inNewNamespace(fn func() error) error {
 		return err
 	}
 	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("creating a network namespace: %w", err)
+	ferr := enter()
+	if ferr == nil {
+		ferr = fn()
 	}
-	ns.Close()
-	ferr := fn()
 	if err := netns.Set(orig); err != nil {
 		// Leave the thread locked: the runtime discards it when we return.
 		return fmt.Errorf("returning to the host namespace: %w", err)
@@ -181,21 +191,13 @@ func EnsureNode(n Node) error {
 }
 
 // newNamed creates a named namespace without leaving the calling thread in it.
-func newNamed(name string) (netns.NsHandle, error) {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
+func newNamed(name string) (ns netns.NsHandle, err error) {
+	err = onThread(func() error {
+		ns, err = netns.NewNamed(name)
+		return err
+	}, func() error { return nil })
 	if err != nil {
-		runtime.UnlockOSThread()
-		return netns.None(), err
-	}
-	defer orig.Close()
-	ns, nerr := netns.NewNamed(name)
-	if err := netns.Set(orig); err != nil {
-		return netns.None(), fmt.Errorf("returning to the host namespace: %w", err)
-	}
-	runtime.UnlockOSThread()
-	if nerr != nil {
-		return netns.None(), fmt.Errorf("creating namespace %s: %w", name, nerr)
+		return netns.None(), fmt.Errorf("creating namespace %s: %w", name, err)
 	}
 	return ns, nil
 }
@@ -221,8 +223,9 @@ func Exists(name string) bool {
 	return err == nil
 }
 
-// DeleteNamespace removes a named namespace; its veth goes with it once no
-// process holds it.
+// DeleteNamespace removes a named namespace. The kernel destroys it, and
+// the veth pair with it, asynchronously once nothing holds it: delete the
+// host side too to be sure it is gone now.
 func DeleteNamespace(name string) error {
 	if !Exists(name) {
 		return nil
@@ -257,23 +260,12 @@ func Start(namespace string, cmd *exec.Cmd) error {
 		return fmt.Errorf("namespace %s: %w", namespace, err)
 	}
 	defer ns.Close()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("entering %s: %w", namespace, err)
-	}
-	serr := cmd.Start()
-	if err := netns.Set(orig); err != nil {
-		return fmt.Errorf("returning to the host namespace: %w", err)
-	}
-	runtime.UnlockOSThread()
-	return serr
+	return onThread(func() error {
+		if err := netns.Set(ns); err != nil {
+			return fmt.Errorf("entering %s: %w", namespace, err)
+		}
+		return nil
+	}, cmd.Start)
 }
 
 // PIDs lists the processes whose network namespace is the named one: the way
