@@ -114,8 +114,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 	rand.Read(raw[:])
 	c := &Cluster{T: t, Name: "t" + hex.EncodeToString(raw[:]), Binary: Binary(t), opts: opts}
 	// A /24 of its own, so clusters of tests running side by side (go test
-	// runs packages in parallel) never share a subnet.
-	cidr := fmt.Sprintf("10.%d.%d.0/24", 100+int(raw[0])%100, raw[1])
+	// runs packages in parallel) never share a subnet; from 198.18.0.0/15,
+	// the range set aside for benchmarking, which real networks don't use.
+	cidr := fmt.Sprintf("198.%d.%d.0/24", 18+int(raw[0])%2, raw[1])
 	dir := t.TempDir()
 	c.File = filepath.Join(dir, "cluster.hcl")
 	c.writeHCL(cidr)
