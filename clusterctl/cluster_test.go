@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +99,46 @@ func TestClusterctlWithoutSettings(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), `provision env FILE`) {
 		t.Fatalf("want a hint to run provision env, got %v:\n%s", err, out)
+	}
+}
+
+// A user's own etcdctl (v3) works with what `provision env` exports, and
+// sees the keys clusterctl writes under the same names.
+func TestUsersOwnEtcdctl(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 1})
+	if _, errOut, code := c.Ctl("set", "/foo/bar", "from-clusterctl"); code != 0 {
+		t.Fatalf("set: %s", errOut)
+	}
+	etcdctl := filepath.Join(t.TempDir(), "etcdctl")
+	build := exec.Command("go", "build", "-p", "2", "-o", etcdctl, "go.etcd.io/etcd/etcdctl/v3")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building etcdctl: %v\n%s", err, out)
+	}
+	var env bytes.Buffer
+	if err := provision.Env(provision.Options{File: c.File, Out: &env}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(etcdctl, "get", "/foo/bar", "--print-value-only")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for _, line := range strings.Split(env.String(), "\n") {
+		if kv, ok := strings.CutPrefix(line, "export "); ok {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "from-clusterctl" {
+		t.Fatalf("etcdctl get: %v\n%s", err, out)
+	}
+	// And without the client certificate, etcdctl gets nothing.
+	var noCert []string
+	for _, kv := range cmd.Env {
+		if !strings.HasPrefix(kv, "ETCDCTL_CERT=") && !strings.HasPrefix(kv, "ETCDCTL_KEY=") {
+			noCert = append(noCert, kv)
+		}
+	}
+	bare := exec.Command(etcdctl, "get", "/foo/bar", "--command-timeout=3s", "--dial-timeout=2s")
+	bare.Env = noCert
+	if out, err := bare.CombinedOutput(); err == nil {
+		t.Fatalf("etcdctl without a client certificate read the key:\n%s", out)
 	}
 }
