@@ -118,7 +118,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	st, err := store.Start(ctx, store.Config{
 		Name: cfg.Name, DataDir: cfg.DataDir, IP: cfg.IP, Mode: cfg.Mode,
-		Members: members, TLS: files, Quota: cfg.Quota, Log: cfg.Log,
+		Members: members, TLS: files, ClusterID: cfg.Token.CAHash, Quota: cfg.Quota, Log: cfg.Log,
 	})
 	if err != nil {
 		return nil, err

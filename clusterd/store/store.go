@@ -14,6 +14,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -74,6 +75,9 @@ type Config struct {
 	Mode    Mode      // how to start when the data dir holds no etcd data yet
 	Members []string  // client URLs of existing members (join and client modes)
 	TLS     pki.Files // the node's certificate, used for every connection
+	// ClusterID makes etcd's cluster and member ids unique to this cluster
+	// (etcd's initial-cluster-token); the CA's hash is a good one.
+	ClusterID string
 
 	ClientPort, PeerPort int   // default 2379 and 2380
 	Quota                int64 // backend quota in bytes; default DefaultQuota
@@ -408,7 +412,7 @@ func startMember(ctx context.Context, cfg Config, state, initialCluster string) 
 	ec.TlsMinVersion = "TLS1.3"
 	ec.ClusterState = state
 	ec.InitialCluster = initialCluster
-	ec.InitialClusterToken = "corral"
+	ec.InitialClusterToken = cmp.Or(cfg.ClusterID, "corral")
 	ec.StrictReconfigCheck = true
 	ec.AutoCompactionMode = "periodic"
 	ec.AutoCompactionRetention = "1h"
