@@ -1,7 +1,6 @@
 package clusterctl_test
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/internal/clustertest"
-	"github.com/corral-dev/corral/provision"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -65,16 +63,7 @@ func TestClusterctlAgainstACluster(t *testing.T) {
 	}
 	script := `"$CTL" ctl update /idiom first || "$CTL" ctl set /idiom first`
 	sh := exec.Command("sh", "-c", script)
-	var env bytes.Buffer
-	if err := provision.Env(provision.Options{File: c.File, Out: &env}); err != nil {
-		t.Fatal(err)
-	}
-	sh.Env = append(os.Environ(), "CTL="+c.Binary)
-	for _, line := range strings.Split(env.String(), "\n") {
-		if kv, ok := strings.CutPrefix(line, "export "); ok {
-			sh.Env = append(sh.Env, kv)
-		}
-	}
+	sh.Env = append(c.Env(), "CTL="+c.Binary)
 	if out, err := sh.CombinedOutput(); err != nil {
 		t.Fatalf("update || set: %v\n%s", err, out)
 	}
@@ -114,17 +103,8 @@ func TestUsersOwnEtcdctl(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building etcdctl: %v\n%s", err, out)
 	}
-	var env bytes.Buffer
-	if err := provision.Env(provision.Options{File: c.File, Out: &env}); err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command(etcdctl, "get", "/foo/bar", "--print-value-only")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	for _, line := range strings.Split(env.String(), "\n") {
-		if kv, ok := strings.CutPrefix(line, "export "); ok {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
+	cmd.Env = c.Env()
 	out, err := cmd.CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "from-clusterctl" {
 		t.Fatalf("etcdctl get: %v\n%s", err, out)

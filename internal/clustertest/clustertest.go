@@ -275,17 +275,8 @@ func names(ms []registry.Machine) []string {
 // "$(provision env FILE)"`, and returns stdout, stderr and the exit code.
 func (c *Cluster) Ctl(args ...string) (string, string, int) {
 	c.T.Helper()
-	var env bytes.Buffer
-	if err := provision.Env(provision.Options{File: c.File, Out: &env}); err != nil {
-		c.T.Fatal(err)
-	}
 	cmd := exec.Command(c.Binary, append([]string{"ctl"}, args...)...)
-	cmd.Env = os.Environ()
-	for _, line := range strings.Split(env.String(), "\n") {
-		if kv, ok := strings.CutPrefix(line, "export "); ok {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
+	cmd.Env = c.Env()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -296,6 +287,23 @@ func (c *Cluster) Ctl(args ...string) (string, string, int) {
 		c.T.Fatal(err)
 	}
 	return stdout.String(), stderr.String(), code
+}
+
+// Env is this process's environment plus what `provision env` exports:
+// what a user's shell has after eval "$(provision env FILE)".
+func (c *Cluster) Env() []string {
+	c.T.Helper()
+	var out bytes.Buffer
+	if err := provision.Env(provision.Options{File: c.File, Out: &out}); err != nil {
+		c.T.Fatal(err)
+	}
+	env := os.Environ()
+	for _, line := range strings.Split(out.String(), "\n") {
+		if kv, ok := strings.CutPrefix(line, "export "); ok {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // Down removes the cluster now (it is also removed at cleanup).
