@@ -79,6 +79,24 @@ func TestClusterctlAgainstACluster(t *testing.T) {
 	if code != 0 || strings.Count(out, "isLeader=true") != 1 || !strings.Contains(out, "name=core-2") {
 		t.Fatalf("member list (exit %d):\n%s", code, out)
 	}
+
+	// member remove takes core-3 out of etcd; the others carry on.
+	var id string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "name=core-3 ") {
+			id, _, _ = strings.Cut(line, ":")
+		}
+	}
+	if out, errOut, code := c.Ctl("member", "remove", id); code != 0 || !strings.Contains(out, "Removed member "+id) {
+		t.Fatalf("member remove %s: exit %d %s %s", id, code, out, errOut)
+	}
+	out, _, _ = c.Ctl("member", "list")
+	if strings.Count(out, "name=") != 2 || strings.Contains(out, "name=core-3") {
+		t.Fatalf("member list after remove:\n%s", out)
+	}
+	if _, errOut, code := c.Ctl("member", "remove", "nothex"); code == 0 || !strings.Contains(errOut, "hex id") {
+		t.Fatalf("member remove with a bad id: exit %d, %q", code, errOut)
+	}
 }
 
 // Without settings clusterctl says what to do rather than hang.

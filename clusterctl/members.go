@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/corral-dev/corral/clusterd/store"
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -84,12 +85,12 @@ func memberCommand(connect connectFunc) *cobra.Command {
 		Use:   "remove ID",
 		Short: "Remove an etcd member by its hex id (see member list)",
 		Args:  cobra.ExactArgs(1),
-		RunE: withClient(connect, requestTimeout, func(ctx context.Context, cli *clientv3.Client, cmd *cobra.Command, args []string) error {
+		RunE: withClient(connect, 30*time.Second, func(ctx context.Context, cli *clientv3.Client, cmd *cobra.Command, args []string) error {
 			id, err := strconv.ParseUint(args[0], 16, 64)
 			if err != nil {
 				return fmt.Errorf("member id %q: want the hex id that `member list` prints", args[0])
 			}
-			if _, err := cli.MemberRemove(ctx, id); err != nil {
+			if err := store.RemoveMember(ctx, cli, id); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Removed member %x from cluster\n", id)

@@ -297,9 +297,19 @@ func TestLoopbackFallbackWithoutRoot(t *testing.T) {
 	if err := os.Chmod(filepath.Dir(dir), 0o711); err != nil {
 		t.Fatal(err)
 	}
-	src := "cluster \"lo\" {\n  machine_ttl = \"3s\"\n}\nprovider \"local\" {}\nnode_group \"core\" { desired_capacity = 3 }\n"
+	hcl := "cluster \"lo\" {\n  machine_ttl = \"3s\"\n}\nprovider \"local\" {}\nnode_group \"core\" { desired_capacity = 3 }\n"
 	file := filepath.Join(dir, "lo.hcl")
-	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(hcl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A copy inside the test's directory: the checkout may sit where nobody
+	// can't reach (under /root, say).
+	src, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin = filepath.Join(dir, "provision")
+	if err := os.WriteFile(bin, src, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	asNobody := func(args ...string) (string, error) {
@@ -343,5 +353,26 @@ func TestLoopbackFallbackWithoutRoot(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, ".corral")); !os.IsNotExist(err) {
 		t.Errorf(".corral left after down")
+	}
+}
+
+// Scaling in past the clients takes members out of etcd first, so the
+// cluster keeps its quorum; scaling out again brings new members in.
+func TestScaleInRemovesMembers(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 3})
+	c.Scale(1)
+	list, err := c.Admin.MemberList(context.Background())
+	if err != nil || len(list.Members) != 1 || list.Members[0].Name != "core-1" {
+		t.Fatalf("members after scale-in to 1: %v %v", list, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Admin.Put(ctx, "/still", "writable"); err != nil {
+		t.Fatalf("write after scale-in: %v", err)
+	}
+	c.Scale(3)
+	ms := c.WaitMachines(30*time.Second, "3 machines", count(3))
+	if members(ms) != 3 {
+		t.Fatalf("after scaling out again: %d members, want 3", members(ms))
 	}
 }

@@ -264,7 +264,7 @@ func removeMember(ctx context.Context, cli *clientv3.Client, n state.Node) error
 	peer := "https://" + netip.AddrPortFrom(n.IP, store.DefaultPeerPort).String()
 	for _, m := range list.Members {
 		if m.Name == n.Name || slices.Contains(m.PeerURLs, peer) {
-			if _, err := cli.MemberRemove(ctx, m.ID); err != nil {
+			if err := store.RemoveMember(ctx, cli, m.ID); err != nil {
 				return fmt.Errorf("removing %s from etcd: %w", n.Name, err)
 			}
 		}

@@ -359,6 +359,16 @@ func addLearner(ctx context.Context, c *clientv3.Client, cfg Config) (uint64, st
 	return id, strings.Join(parts, ","), nil
 }
 
+// RemoveMember takes a member out of the cluster. etcd refuses to
+// reconfigure until every voter has been connected for a few seconds
+// ("unhealthy cluster", as right after a join); that refusal is waited out.
+func RemoveMember(ctx context.Context, c *clientv3.Client, id uint64) error {
+	return retry(ctx, func() error {
+		_, err := c.MemberRemove(ctx, id)
+		return err
+	}, isUnhealthy)
+}
+
 func isUnhealthy(err error) bool { return errors.Is(err, rpctypes.ErrUnhealthy) }
 
 func hasURL(urls []string, u string) bool {
