@@ -252,20 +252,9 @@ func Namespaces(prefix string) ([]string, error) {
 }
 
 // Start starts cmd with its network namespace set to the named one. The
-// child inherits the namespace of the thread that forks it, so the thread is
-// switched for the duration of the fork and switched back.
+// child inherits the namespace of the thread that forks it.
 func Start(namespace string, cmd *exec.Cmd) error {
-	ns, err := netns.GetFromName(namespace)
-	if err != nil {
-		return fmt.Errorf("namespace %s: %w", namespace, err)
-	}
-	defer ns.Close()
-	return onThread(func() error {
-		if err := netns.Set(ns); err != nil {
-			return fmt.Errorf("entering %s: %w", namespace, err)
-		}
-		return nil
-	}, cmd.Start)
+	return Do(namespace, cmd.Start)
 }
 
 // PIDs lists the processes whose network namespace is the named one: the way
@@ -341,4 +330,31 @@ func toAddr(p netip.Prefix) *netlink.Addr {
 func isNotFound(err error) bool {
 	var nf netlink.LinkNotFoundError
 	return errors.As(err, &nf)
+}
+
+// Do runs fn on a thread inside the named namespace. Sockets and devices fn
+// opens belong to that namespace for good, so goroutines may use them after
+// Do returns; code fn starts on other goroutines runs in the host namespace.
+func Do(namespace string, fn func() error) error {
+	ns, err := netns.GetFromName(namespace)
+	if err != nil {
+		return fmt.Errorf("namespace %s: %w", namespace, err)
+	}
+	defer ns.Close()
+	return onThread(func() error {
+		if err := netns.Set(ns); err != nil {
+			return fmt.Errorf("entering %s: %w", namespace, err)
+		}
+		return nil
+	}, fn)
+}
+
+// Handle returns a netlink handle that acts inside the named namespace.
+func Handle(namespace string) (*netlink.Handle, error) {
+	ns, err := netns.GetFromName(namespace)
+	if err != nil {
+		return nil, fmt.Errorf("namespace %s: %w", namespace, err)
+	}
+	defer ns.Close()
+	return netlink.NewHandleAt(ns)
 }
