@@ -43,6 +43,7 @@ type Config struct {
 	Cluster    Cluster
 	Provider   Provider
 	NodeGroups []NodeGroup // in file order
+	Network    *Network    // nil: no overlay
 }
 
 // Cluster holds the cluster-wide settings.
@@ -121,6 +122,7 @@ var (
 			{Type: "cluster", LabelNames: []string{"name"}},
 			{Type: "provider", LabelNames: []string{"type"}},
 			{Type: "node_group", LabelNames: []string{"name"}},
+			{Type: "network"},
 		},
 	}
 	clusterSchema = &hcl.BodySchema{
@@ -182,7 +184,7 @@ func decode(body hcl.Body, filename string, ctx *hcl.EvalContext) (*Config, hcl.
 	cfg := &Config{Filename: filename}
 	content, diags := body.Content(rootSchema)
 
-	var cluster, provider *hcl.Block
+	var cluster, provider, network *hcl.Block
 	groups := make(map[string]*hcl.Block)
 	// capacityRanges[i] locates NodeGroups[i].DesiredCapacity, so provider
 	// limits on the total can point at the group that crosses them.
@@ -204,6 +206,15 @@ func decode(body hcl.Body, filename string, ctx *hcl.EvalContext) (*Config, hcl.
 			}
 			provider = block
 			diags = append(diags, decodeProvider(block, ctx, &cfg.Provider)...)
+		case "network":
+			if network != nil {
+				diags = append(diags, duplicate(block, network))
+				continue
+			}
+			network = block
+			var d hcl.Diagnostics
+			cfg.Network, d = decodeNetwork(block, ctx)
+			diags = append(diags, d...)
 		case "node_group":
 			g, capRange, d := decodeNodeGroup(block, ctx)
 			diags = append(diags, d...)
@@ -231,6 +242,9 @@ func decode(body hcl.Body, filename string, ctx *hcl.EvalContext) (*Config, hcl.
 	}
 	if cfg.Provider.Local != nil {
 		diags = append(diags, cfg.Provider.Local.checkCapacity(cfg.NodeGroups, capacityRanges)...)
+	}
+	if cfg.Network != nil {
+		diags = append(diags, cfg.Network.checkOverlap(&cfg.Provider)...)
 	}
 	return cfg, diags
 }
@@ -367,9 +381,9 @@ func attrError(attr *hcl.Attribute, summary, detail string) *hcl.Diagnostic {
 
 // duplicate reports block as a repeat of first.
 func duplicate(block, first *hcl.Block) *hcl.Diagnostic {
-	what := fmt.Sprintf("%s %q", block.Type, block.Labels[0])
-	if block.Type != "node_group" {
-		what = block.Type + " block"
+	what := block.Type + " block"
+	if block.Type == "node_group" {
+		what = fmt.Sprintf("%s %q", block.Type, block.Labels[0])
 	}
 	return &hcl.Diagnostic{
 		Severity: hcl.DiagError,

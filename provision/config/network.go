@@ -1,0 +1,121 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Network is the overlay every machine gets a subnet of (flannel's model).
+// A file without a network block has no overlay.
+type Network struct {
+	CIDR      netip.Prefix
+	SubnetLen int
+	Backend   string // vxlan, host-gw or udp
+	VNI       int    // vxlan only; 0 = default (1)
+	Port      int    // vxlan and udp; 0 = the backend's default
+	Bridge    string // the bridge on each machine that holds its subnet's first address
+	IPMasq    bool   // masquerade traffic that leaves the overlay
+	DeclRange hcl.Range
+}
+
+// Defaults of the network block.
+const (
+	defaultBackend = "vxlan"
+	defaultBridge  = "corral0"
+)
+
+var networkSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "cidr", Required: true},
+		{Name: "subnet_len"},
+		{Name: "backend"},
+		{Name: "vni"},
+		{Name: "port"},
+		{Name: "bridge"},
+		{Name: "ip_masq"},
+	},
+}
+
+// Interface names are at most 15 bytes (IFNAMSIZ - 1).
+var bridgeRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+
+func decodeNetwork(block *hcl.Block, ctx *hcl.EvalContext) (*Network, hcl.Diagnostics) {
+	n := &Network{Backend: defaultBackend, Bridge: defaultBridge, IPMasq: true, DeclRange: block.DefRange}
+	content, diags := block.Body.Content(networkSchema)
+
+	var cidr string
+	if attr, d := decodeAttr(content, "cidr", ctx, &cidr); attr != nil && !d.HasErrors() {
+		p, err := netip.ParsePrefix(cidr)
+		switch {
+		case err != nil || !p.Addr().Is4():
+			diags = append(diags, attrError(attr, "Invalid cidr", fmt.Sprintf("cidr must be an IPv4 network such as \"10.1.0.0/16\", got %q.", cidr)))
+		case p.Masked() != p:
+			diags = append(diags, attrError(attr, "Invalid cidr", fmt.Sprintf("%s has host bits set; did you mean %s?", p, p.Masked())))
+		case p.Bits() > 28:
+			diags = append(diags, attrError(attr, "Invalid cidr", fmt.Sprintf("%s is too small for an overlay; use /28 or larger.", p)))
+		default:
+			n.CIDR = p
+		}
+	} else {
+		diags = append(diags, d...)
+	}
+
+	attr, d := decodeAttr(content, "subnet_len", ctx, &n.SubnetLen)
+	diags = append(diags, d...)
+	if attr != nil && n.CIDR.IsValid() && (n.SubnetLen <= n.CIDR.Bits() || n.SubnetLen > 30) {
+		diags = append(diags, attrError(attr, "Invalid subnet_len",
+			fmt.Sprintf("subnet_len must be longer than the network's /%d and at most 30, got %d.", n.CIDR.Bits(), n.SubnetLen)))
+	}
+	if attr == nil && n.CIDR.IsValid() {
+		// flannel's default: /24 subnets, or smaller ones in a small network.
+		n.SubnetLen = max(24, min(n.CIDR.Bits()+4, 30))
+	}
+
+	attr, d = decodeAttr(content, "backend", ctx, &n.Backend)
+	diags = append(diags, d...)
+	if attr != nil {
+		switch n.Backend {
+		case "vxlan", "host-gw", "udp":
+		case "aws-vpc":
+			diags = append(diags, attrError(attr, "Unsupported backend", `backend "aws-vpc" needs the aws provider, which is not available yet in this version.`))
+		default:
+			diags = append(diags, attrError(attr, "Unsupported backend", fmt.Sprintf("backend %q is not one of vxlan, host-gw, udp.", n.Backend)))
+		}
+	}
+	for _, f := range []struct {
+		name     string
+		target   *int
+		min, max int
+	}{{"vni", &n.VNI, 1, 1<<24 - 1}, {"port", &n.Port, 1, 65535}} {
+		attr, d := decodeAttr(content, f.name, ctx, f.target)
+		diags = append(diags, d...)
+		if attr != nil && !d.HasErrors() && (*f.target < f.min || *f.target > f.max) {
+			diags = append(diags, attrError(attr, "Invalid "+f.name, fmt.Sprintf("%s must be between %d and %d, got %d.", f.name, f.min, f.max, *f.target)))
+		}
+	}
+	attr, d = decodeAttr(content, "bridge", ctx, &n.Bridge)
+	diags = append(diags, d...)
+	if attr != nil && !bridgeRE.MatchString(n.Bridge) {
+		diags = append(diags, attrError(attr, "Invalid bridge", fmt.Sprintf("bridge must be an interface name of 1 to 15 letters, digits, '.', '_' or '-', got %q.", n.Bridge)))
+	}
+	_, d = decodeAttr(content, "ip_masq", ctx, &n.IPMasq)
+	diags = append(diags, d...)
+	return n, diags
+}
+
+// checkOverlap refuses an overlay that overlaps the machines' own network:
+// routes for the overlay would capture the underlay's traffic.
+func (n *Network) checkOverlap(p *Provider) hcl.Diagnostics {
+	if p.Local == nil || !p.Local.CIDR.IsValid() || !n.CIDR.IsValid() || !n.CIDR.Overlaps(p.Local.CIDR) {
+		return nil
+	}
+	return hcl.Diagnostics{{
+		Severity: hcl.DiagError,
+		Summary:  "Overlapping networks",
+		Detail:   fmt.Sprintf("The network cidr %s overlaps the local provider's cidr %s; the overlay needs a range of its own.", n.CIDR, p.Local.CIDR),
+		Subject:  n.DeclRange.Ptr(),
+	}}
+}
