@@ -3,6 +3,7 @@ package clusterctl
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -90,10 +91,32 @@ func memberCommand(connect connectFunc) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("member id %q: want the hex id that `member list` prints", args[0])
 			}
+			list, err := cli.MemberList(ctx)
+			if err != nil {
+				return err
+			}
 			if err := store.RemoveMember(ctx, cli, id); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Removed member %x from cluster\n", id)
+			// The machine has left for good: its overlay subnet goes back to
+			// the pool. Leases name machines by address, as members do.
+			for _, m := range list.Members {
+				if m.ID != id {
+					continue
+				}
+				for _, peer := range m.PeerURLs {
+					u, err := url.Parse(peer)
+					if err != nil {
+						continue
+					}
+					if l, err := releaseByAddress(ctx, cli, u.Hostname()); err != nil {
+						return err
+					} else if l != nil {
+						fmt.Fprintf(cmd.OutOrStdout(), "Released its subnet %s\n", l.Subnet)
+					}
+				}
+			}
 			return nil
 		}),
 	})

@@ -51,7 +51,7 @@ ETCDCTL_KEY), else on a node from ` + NodeEnvFile + `.`,
 	f.StringVar(&conn.files.Cert, "cert", "", "client certificate (default $ETCDCTL_CERT)")
 	f.StringVar(&conn.files.Key, "key", "", "client key (default $ETCDCTL_KEY)")
 	f.DurationVar(&conn.timeout, "dial-timeout", 5*time.Second, "how long to wait for the cluster to answer")
-	root.AddCommand(machinesCommand(conn.connect), healthCommand(conn.connect), memberCommand(conn.connect))
+	root.AddCommand(machinesCommand(conn.connect), healthCommand(conn.connect), memberCommand(conn.connect), netCommand(conn))
 	root.AddCommand(KVCommands(conn.connect)...)
 	return root
 }

@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/corral-dev/corral/clusterd/overlay/subnet"
 	"github.com/corral-dev/corral/clusterd/registry"
 	"github.com/corral-dev/corral/clusterd/store"
 	"github.com/corral-dev/corral/providers"
@@ -77,6 +79,9 @@ func Up(ctx context.Context, opts UpOptions) error {
 	}
 	ms, err := c.waitRegistered(ctx, opts.Timeout, exits, start)
 	if err != nil {
+		return err
+	}
+	if err := c.ensureNetwork(ctx, opts.Timeout); err != nil {
 		return err
 	}
 	members := 0
@@ -172,6 +177,16 @@ func (c *cluster) spec(n state.Node) providers.NodeSpec {
 	if md := c.metadata(n); md != "" {
 		args = append(args, "--metadata", md)
 	}
+	switch {
+	case c.local.Isolation != local.Netns:
+		// Nodes share the host's network: there is nothing to overlay.
+		args = append(args, "--no-overlay")
+	case c.cfg.Network != nil:
+		args = append(args, "--subnet-file", filepath.Join(dataDir, "subnet.env"),
+			"--bridge", c.cfg.Network.Bridge, "--ip-masq="+strconv.FormatBool(c.cfg.Network.IPMasq))
+	default:
+		args = append(args, "--subnet-file", filepath.Join(dataDir, "subnet.env"))
+	}
 	return providers.NodeSpec{Name: n.Name, IP: n.IP, DataDir: dataDir, Args: args}
 }
 
@@ -229,22 +244,26 @@ func (c *cluster) scaleIn(ctx context.Context) error {
 	slices.SortFunc(gone, func(a, b state.Node) int {
 		return cmp.Or(b.Created.Compare(a.Created), cmp.Compare(b.Index, a.Index))
 	})
-	var cli *clientv3.Client
+	cli, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
 	for _, n := range gone {
 		if n.Role == state.Member {
-			if cli == nil {
-				var err error
-				if cli, err = c.connect(ctx); err != nil {
-					return err
-				}
-				defer cli.Close()
-			}
 			if err := removeMember(ctx, cli, n); err != nil {
 				return err
 			}
 		}
+		id, idErr := registry.ReadMachineID(c.dir.NodeDir(n.Name))
 		if err := c.local.Terminate(ctx, n.Name); err != nil {
 			return err
+		}
+		// It has left for good: its subnet goes back to the pool.
+		if idErr == nil {
+			if _, err := subnet.Release(ctx, cli, id); err != nil {
+				return fmt.Errorf("releasing the subnet of %s: %w", n.Name, err)
+			}
 		}
 		c.state.Remove(n.Name)
 		if err := c.dir.Save(c.state); err != nil {

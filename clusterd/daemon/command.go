@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/corral-dev/corral/bootstrap/pki"
+	"github.com/corral-dev/corral/clusterd/overlay"
 	"github.com/corral-dev/corral/clusterd/registry"
 	"github.com/corral-dev/corral/clusterd/store"
 	"github.com/spf13/cobra"
@@ -84,7 +85,12 @@ A node restarted with its --data-dir comes back as the same machine and member.`
 	f.StringSliceVar(&metadata, "metadata", nil, "machine metadata as key=value pairs (comma-separated)")
 	f.DurationVar(&cfg.TTL, "machine-ttl", registry.DefaultTTL, "how long the machine outlives its last heartbeat")
 	f.Int64Var(&cfg.Quota, "quota-bytes", store.DefaultQuota, "etcd backend quota in bytes")
-	f.IntVar(&cfg.APIPort, "api-port", DefaultAPIPort, "clusterd's HTTPS port (join endpoint)")
+	f.IntVar(&cfg.APIPort, "api-port", DefaultAPIPort, "clusterd's HTTPS port (join endpoint, overlay self-test)")
+	f.BoolVar(&cfg.NoOverlay, "no-overlay", false, "don't take part in the overlay network")
+	f.StringVar(&cfg.Overlay.Bridge, "bridge", overlay.DefaultBridge, "the bridge that holds this machine's overlay subnet (docker0-style)")
+	f.StringVar(&cfg.Overlay.SubnetFile, "subnet-file", overlay.DefaultSubnetFile, "where to write flannel's subnet.env")
+	f.BoolVar(&cfg.Overlay.IPMasq, "ip-masq", true, "masquerade traffic leaving the overlay")
+	f.BoolVar(&cfg.Overlay.Cleanup, "cleanup", false, "on exit, remove the overlay's devices, routes and rules")
 	return cmd
 }
 

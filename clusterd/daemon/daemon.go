@@ -19,12 +19,14 @@ import (
 
 	"github.com/corral-dev/corral/bootstrap/join"
 	"github.com/corral-dev/corral/bootstrap/pki"
+	"github.com/corral-dev/corral/clusterd/overlay"
 	"github.com/corral-dev/corral/clusterd/registry"
 	"github.com/corral-dev/corral/clusterd/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// DefaultAPIPort is clusterd's own HTTPS port (the join endpoint).
+// DefaultAPIPort is clusterd's own HTTPS port: the join endpoint on
+// members, the overlay self-test on every machine.
 const DefaultAPIPort = 7379
 
 // caKeyPath holds the cluster CA, sealed with the join token's secret, so
@@ -47,6 +49,10 @@ type Config struct {
 	APIPort  int
 	Version  string
 	Log      *slog.Logger
+	// Overlay settings; the overlay starts once provision has written the
+	// network config, unless NoOverlay.
+	Overlay   overlay.Config
+	NoOverlay bool
 }
 
 // Node is a running clusterd.
@@ -54,6 +60,7 @@ type Node struct {
 	cfg     Config
 	Store   *store.Store
 	Machine registry.Machine
+	Overlay *overlay.Manager
 	api     *http.Server
 }
 
@@ -124,11 +131,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, Store: st}
-	if st.IsMember() {
-		if err := n.serveJoin(ctx, ca, files); err != nil {
-			st.Close()
-			return nil, err
-		}
+	if !cfg.NoOverlay {
+		oc := cfg.Overlay
+		oc.MachineID, oc.PublicIP, oc.Log = id, ipAddr(cfg.IP), cfg.Log
+		n.Overlay = overlay.New(st.Client, oc)
+	}
+	if err := n.serveAPI(ctx, ca, files); err != nil {
+		st.Close()
+		return nil, err
 	}
 	if err := writeClientEnv(cfg.DataDir, files, st.Client.Endpoints()); err != nil {
 		n.Close()
@@ -186,36 +196,26 @@ func (c *Config) certificates(ctx context.Context, files pki.Files) (*pki.CA, er
 	return nil, files.Write(m.CA, m.Cert, m.Key)
 }
 
-// serveJoin publishes (on init) or fetches (on a joined member) the sealed
-// CA and serves the join endpoint, so any member can admit new nodes.
-func (n *Node) serveJoin(ctx context.Context, ca *pki.CA, files pki.Files) error {
-	c := n.Store.Client
-	if ca != nil {
-		sealed, err := seal(ca, n.cfg.Token)
-		if err != nil {
+// serveAPI serves clusterd's HTTPS API: the overlay self-test on every
+// machine, and on members the join endpoint, so any member can admit nodes.
+func (n *Node) serveAPI(ctx context.Context, ca *pki.CA, files pki.Files) error {
+	mux := http.NewServeMux()
+	if n.Store.IsMember() {
+		var err error
+		if ca, err = n.sharedCA(ctx, ca); err != nil {
 			return err
 		}
-		// Only the first writer's copy counts; a restarted init node finds it.
-		if _, err := c.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(caKeyPath), "=", 0)).
-			Then(clientv3.OpPut(caKeyPath, string(sealed))).Commit(); err != nil {
-			return fmt.Errorf("clusterd: publishing the sealed CA: %w", err)
-		}
-	} else {
-		resp, err := c.Get(ctx, caKeyPath)
-		if err != nil {
-			return fmt.Errorf("clusterd: reading the sealed CA: %w", err)
-		}
-		if len(resp.Kvs) == 0 {
-			return errors.New("clusterd: the cluster has no sealed CA at " + caKeyPath)
-		}
-		if ca, err = unseal(resp.Kvs[0].Value, n.cfg.Token); err != nil {
-			return err
-		}
+		mux.Handle("/v1/join/", join.Handler(ca, n.cfg.Token, n.cfg.Log))
+	}
+	if n.Overlay != nil {
+		mux.Handle("/v1/net/check", requireClientCert(http.HandlerFunc(n.netCheck)))
 	}
 	caPEM, certPEM, keyPEM, err := files.Read()
 	if err != nil {
 		return err
 	}
+	// Client certificates are optional at the TLS layer only because a
+	// joining node has none yet; every other handler requires one.
 	tlsConf, err := pki.ServerTLS(caPEM, certPEM, keyPEM, false)
 	if err != nil {
 		return err
@@ -223,15 +223,38 @@ func (n *Node) serveJoin(ctx context.Context, ca *pki.CA, files pki.Files) error
 	addr := net.JoinHostPort(n.cfg.IP.String(), strconv.Itoa(n.cfg.APIPort))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("clusterd: join endpoint: %w", err)
+		return fmt.Errorf("clusterd: API: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/join/", join.Handler(ca, n.cfg.Token, n.cfg.Log))
 	n.api = &http.Server{Handler: mux, TLSConfig: tlsConf, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(n.cfg.Log.Handler(), slog.LevelDebug)}
 	go n.api.ServeTLS(ln, "", "")
-	n.cfg.Log.Info("serving the join endpoint", "addr", addr)
+	n.cfg.Log.Info("serving the API", "addr", addr, "join", n.Store.IsMember())
 	return nil
+}
+
+// sharedCA publishes (on init) or fetches (on a joined member) the sealed CA.
+func (n *Node) sharedCA(ctx context.Context, ca *pki.CA) (*pki.CA, error) {
+	c := n.Store.Client
+	if ca != nil {
+		sealed, err := seal(ca, n.cfg.Token)
+		if err != nil {
+			return nil, err
+		}
+		// Only the first writer's copy counts; a restarted init node finds it.
+		if _, err := c.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(caKeyPath), "=", 0)).
+			Then(clientv3.OpPut(caKeyPath, string(sealed))).Commit(); err != nil {
+			return nil, fmt.Errorf("clusterd: publishing the sealed CA: %w", err)
+		}
+		return ca, nil
+	}
+	resp, err := c.Get(ctx, caKeyPath)
+	if err != nil {
+		return nil, fmt.Errorf("clusterd: reading the sealed CA: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, errors.New("clusterd: the cluster has no sealed CA at " + caKeyPath)
+	}
+	return unseal(resp.Kvs[0].Value, n.cfg.Token)
 }
 
 // ClientEnvFile is where a node leaves the settings clusterctl uses on it.
@@ -252,6 +275,21 @@ func (n *Node) Run(ctx context.Context) error {
 	hb := &registry.Heartbeat{Client: n.Store.Client, Machine: n.Machine, TTL: n.cfg.TTL, Log: n.cfg.Log}
 	done := make(chan error, 1)
 	go func() { done <- hb.Run(ctx) }()
+	overlayDone := make(chan struct{})
+	go func() {
+		defer close(overlayDone)
+		if n.Overlay == nil {
+			return
+		}
+		// The overlay failing is logged, not fatal: the machine still
+		// serves etcd and its registration.
+		if err := n.Overlay.Run(ctx); err != nil {
+			n.cfg.Log.Error("overlay stopped", "err", err)
+		}
+	}()
+	// Stopping waits for the overlay too: with --cleanup it is removing
+	// its devices and rules.
+	defer func() { cancel(); <-overlayDone }()
 	n.cfg.Log.Info("registering machine", "id", n.Machine.ID, "member", n.Machine.Member)
 	select {
 	case <-ctx.Done():

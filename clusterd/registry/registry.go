@@ -49,27 +49,34 @@ var machineIDPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
 // MachineID returns the stable 32-hex id kept in dir/machine-id, creating
 // it on first use, as systemd does for /etc/machine-id.
 func MachineID(dir string) (string, error) {
+	id, err := ReadMachineID(dir)
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		return id, err
+	}
 	path := filepath.Join(dir, "machine-id")
-	b, err := os.ReadFile(path)
-	if err == nil {
-		id := strings.TrimSpace(string(b))
-		if !machineIDPattern.MatchString(id) {
-			return "", fmt.Errorf("%s: not a 32-hex machine id: %q", path, id)
-		}
-		return id, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return "", err
-	}
 	var raw [16]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		return "", err
 	}
-	id := hex.EncodeToString(raw[:])
+	id = hex.EncodeToString(raw[:])
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
 	return id, os.WriteFile(path, []byte(id+"\n"), 0o600)
+}
+
+// ReadMachineID returns the id kept in dir/machine-id without creating one.
+func ReadMachineID(dir string) (string, error) {
+	path := filepath.Join(dir, "machine-id")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	id := strings.TrimSpace(string(b))
+	if !machineIDPattern.MatchString(id) {
+		return "", fmt.Errorf("%s: not a 32-hex machine id: %q", path, id)
+	}
+	return id, nil
 }
 
 // Heartbeat keeps one machine's record alive.

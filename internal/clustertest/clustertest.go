@@ -82,6 +82,9 @@ type Options struct {
 	EtcdMembers int           // default 3 (1 when Nodes is 1 or 2)
 	TTL         time.Duration // machine_ttl; default 3s, short so tests of expiry are quick
 	Metadata    string        // optional HCL map for the group, e.g. `{ role = "web" }`
+	// Network is the body of an optional network block, e.g.
+	// `cidr = "10.1.0.0/16"  backend = "vxlan"`.
+	Network string
 }
 
 // Cluster is a running test cluster.
@@ -140,6 +143,9 @@ node_group "core" {
   %s
 }
 `, c.Name, c.opts.EtcdMembers, c.opts.TTL, cidr, c.opts.Nodes, md)
+	if c.opts.Network != "" {
+		src += "network {\n  " + strings.ReplaceAll(c.opts.Network, "  ", "\n  ") + "\n}\n"
+	}
 	if err := os.WriteFile(c.File, []byte(src), 0o600); err != nil {
 		c.T.Fatal(err)
 	}

@@ -149,32 +149,67 @@ func EnsureNode(n Node) error {
 	if err := netlink.LinkSetUp(veth); err != nil {
 		return err
 	}
-	ns, err := newNamed(n.Namespace)
-	if err != nil {
-		DeleteLink(n.HostVeth)
-		return err
-	}
-	defer ns.Close()
 	peerLink, err := netlink.LinkByName(peer)
 	if err != nil {
 		return err
 	}
-	if err := netlink.LinkSetNsFd(peerLink, int(ns)); err != nil {
-		return fmt.Errorf("moving %s into %s: %w", peer, n.Namespace, err)
+	host := func() (*netlink.Handle, error) { return netlink.NewHandle() }
+	if err := moveInto(n.Namespace, host, peerLink, n.Addr, n.Gateway); err != nil {
+		DeleteLink(n.HostVeth)
+		return err
+	}
+	return nil
+}
+
+// Adopt makes a named namespace whose eth0 is link, taken from the
+// namespace from (a veth end made there), addressed and routed through gw:
+// how a container is attached to a node's bridge.
+func Adopt(namespace, from, link string, addr netip.Prefix, gw netip.Addr) error {
+	src, err := Handle(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	l, err := src.LinkByName(link)
+	if err != nil {
+		return err
+	}
+	return moveInto(namespace, func() (*netlink.Handle, error) { return Handle(from) }, l, addr, gw)
+}
+
+// moveInto creates the named namespace, moves link into it (using the
+// handle of the namespace it is in now) and configures it as eth0 with
+// addr, loopback up, and a default route through gw.
+func moveInto(namespace string, handleOf func() (*netlink.Handle, error), link netlink.Link, addr netip.Prefix, gw netip.Addr) error {
+	if err := os.MkdirAll(nsDir, 0o755); err != nil {
+		return err
+	}
+	ns, err := newNamed(namespace)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	src, err := handleOf()
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if err := src.LinkSetNsFd(link, int(ns)); err != nil {
+		return fmt.Errorf("moving %s into %s: %w", link.Attrs().Name, namespace, err)
 	}
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	inner, err := h.LinkByName(peer)
+	inner, err := h.LinkByName(link.Attrs().Name)
 	if err != nil {
 		return err
 	}
 	if err := h.LinkSetName(inner, "eth0"); err != nil {
 		return err
 	}
-	if err := h.AddrAdd(inner, toAddr(n.Addr)); err != nil {
+	if err := h.AddrAdd(inner, toAddr(addr)); err != nil {
 		return err
 	}
 	if err := h.LinkSetUp(inner); err != nil {
@@ -187,7 +222,7 @@ func EnsureNode(n Node) error {
 	if err := h.LinkSetUp(lo); err != nil {
 		return err
 	}
-	return h.RouteAdd(&netlink.Route{LinkIndex: inner.Attrs().Index, Gw: net.IP(n.Gateway.AsSlice())})
+	return h.RouteAdd(&netlink.Route{LinkIndex: inner.Attrs().Index, Gw: net.IP(gw.AsSlice())})
 }
 
 // newNamed creates a named namespace without leaving the calling thread in it.
