@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -130,6 +131,7 @@ func netCheck(ctx context.Context, cli *clientv3.Client, files pki.Files, out io
 	if err != nil {
 		return err
 	}
+	slices.SortFunc(ms, func(a, b registry.Machine) int { return strings.Compare(a.Name, b.Name) })
 	caPEM, certPEM, keyPEM, err := files.Read()
 	if err != nil {
 		return err

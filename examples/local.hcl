@@ -29,3 +29,11 @@ node_group "core" {
   # MachineMetadata), for example:
   # metadata = { role = "web" }
 }
+
+# The overlay network (flannel's model): every node leases one /24 of it and
+# holds the subnet's first address on its bridge; containers attached to any
+# node's bridge reach those on every other node.
+network {
+  cidr    = "10.1.0.0/16"
+  backend = "vxlan" # vxlan, host-gw or udp
+}

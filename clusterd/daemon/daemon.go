@@ -282,9 +282,16 @@ func (n *Node) Run(ctx context.Context) error {
 			return
 		}
 		// The overlay failing is logged, not fatal: the machine still
-		// serves etcd and its registration.
-		if err := n.Overlay.Run(ctx); err != nil {
-			n.cfg.Log.Error("overlay stopped", "err", err)
+		// serves etcd and its registration. It starts again after a pause
+		// (a changed network config, say, needs a fresh start).
+		for ctx.Err() == nil {
+			if err := n.Overlay.Run(ctx); err != nil {
+				n.cfg.Log.Error("overlay stopped; restarting it", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(2 * time.Second):
+			}
 		}
 	}()
 	// Stopping waits for the overlay too: with --cleanup it is removing

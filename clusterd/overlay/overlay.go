@@ -200,6 +200,9 @@ func (m *Manager) acquire(ctx context.Context, cfg *subnet.Config, data json.Raw
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		if !errors.Is(err, subnet.ErrExhausted) {
+			return nil, err
+		}
 		m.cfg.Log.Error("no subnet for this machine; waiting for a lease to be released", "err", err)
 		_, rev, lerr := subnet.List(ctx, m.client)
 		if lerr != nil {

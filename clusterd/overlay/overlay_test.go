@@ -313,3 +313,22 @@ func TestCleanupOnStop(t *testing.T) {
 		t.Errorf("subnet.env left after --cleanup")
 	}
 }
+
+// A network config that conflicts with the leases in use is refused with a
+// clear error, and the running network keeps its config.
+func TestIncompatibleConfigIsRefused(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 1, Network: `cidr = "10.213.0.0/16"`})
+	before, _, err := subnet.GetConfig(context.Background(), c.Admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Edit(`cidr = "10.213.0.0/16"`, `cidr = "10.214.0.0/16"`)
+	err = c.TryUp()
+	if err == nil || !strings.Contains(err.Error(), "lie outside 10.214.0.0/16") {
+		t.Fatalf("up with a conflicting network: %v", err)
+	}
+	after, _, err := subnet.GetConfig(context.Background(), c.Admin)
+	if err != nil || after.Network != before.Network {
+		t.Fatalf("the running config changed: %v -> %v (%v)", before.Network, after.Network, err)
+	}
+}

@@ -154,17 +154,24 @@ node_group "core" {
 // Scale changes desired_capacity and runs up again.
 func (c *Cluster) Scale(n int) {
 	c.T.Helper()
+	c.Edit(fmt.Sprintf("desired_capacity = %d", c.opts.Nodes), fmt.Sprintf("desired_capacity = %d", n))
+	c.opts.Nodes = n
+	c.Up()
+}
+
+// Edit replaces old with new in the cluster's HCL file, as a user would.
+func (c *Cluster) Edit(old, new string) {
+	c.T.Helper()
 	src, err := os.ReadFile(c.File)
 	if err != nil {
 		c.T.Fatal(err)
 	}
-	old := fmt.Sprintf("desired_capacity = %d", c.opts.Nodes)
-	c.opts.Nodes = n
-	src = bytes.Replace(src, []byte(old), []byte(fmt.Sprintf("desired_capacity = %d", n)), 1)
-	if err := os.WriteFile(c.File, src, 0o600); err != nil {
+	if !bytes.Contains(src, []byte(old)) {
+		c.T.Fatalf("%s has no %q", c.File, old)
+	}
+	if err := os.WriteFile(c.File, bytes.Replace(src, []byte(old), []byte(new), 1), 0o600); err != nil {
 		c.T.Fatal(err)
 	}
-	c.Up()
 }
 
 // Up runs `provision up` (converge: starts what is stopped).

@@ -49,6 +49,10 @@ func TestExample(t *testing.T) {
 			DesiredCapacity: 3,
 			DeclRange:       declRange(t, path, src, `node_group "core"`),
 		}},
+		Network: &Network{
+			CIDR: netip.MustParsePrefix("10.1.0.0/16"), SubnetLen: 24, Backend: "vxlan",
+			Bridge: "corral0", IPMasq: true, DeclRange: declRange(t, path, src, `network`),
+		},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("Load(%s) =\n%#v\nwant\n%#v", path, cfg, want)

@@ -54,7 +54,7 @@ func decodeNetwork(block *hcl.Block, ctx *hcl.EvalContext) (*Network, hcl.Diagno
 			diags = append(diags, attrError(attr, "Invalid cidr", fmt.Sprintf("cidr must be an IPv4 network such as \"10.1.0.0/16\", got %q.", cidr)))
 		case p.Masked() != p:
 			diags = append(diags, attrError(attr, "Invalid cidr", fmt.Sprintf("%s has host bits set; did you mean %s?", p, p.Masked())))
-		case p.Bits() > 28:
+		case p.Bits() > 28: // four /30 subnets at least, as flannel requires
 			diags = append(diags, attrError(attr, "Invalid cidr", fmt.Sprintf("%s is too small for an overlay; use /28 or larger.", p)))
 		default:
 			n.CIDR = p
@@ -65,13 +65,17 @@ func decodeNetwork(block *hcl.Block, ctx *hcl.EvalContext) (*Network, hcl.Diagno
 
 	attr, d := decodeAttr(content, "subnet_len", ctx, &n.SubnetLen)
 	diags = append(diags, d...)
-	if attr != nil && n.CIDR.IsValid() && (n.SubnetLen <= n.CIDR.Bits() || n.SubnetLen > 30) {
+	// As flannel: at least four subnets in the network, none smaller than /30.
+	if attr != nil && n.CIDR.IsValid() && (n.SubnetLen < n.CIDR.Bits()+2 || n.SubnetLen > 30) {
 		diags = append(diags, attrError(attr, "Invalid subnet_len",
-			fmt.Sprintf("subnet_len must be longer than the network's /%d and at most 30, got %d.", n.CIDR.Bits(), n.SubnetLen)))
+			fmt.Sprintf("subnet_len must be between /%d (four subnets of the network's /%d) and /30, got %d.", n.CIDR.Bits()+2, n.CIDR.Bits(), n.SubnetLen)))
 	}
 	if attr == nil && n.CIDR.IsValid() {
-		// flannel's default: /24 subnets, or smaller ones in a small network.
-		n.SubnetLen = max(24, min(n.CIDR.Bits()+4, 30))
+		// flannel's default: /24 subnets, or a quarter of a small network.
+		n.SubnetLen = 24
+		if n.CIDR.Bits() > 22 {
+			n.SubnetLen = n.CIDR.Bits() + 2
+		}
 	}
 
 	attr, d = decodeAttr(content, "backend", ctx, &n.Backend)

@@ -43,7 +43,7 @@ func TestNetworkErrors(t *testing.T) {
 	cases := []struct{ body, want string }{
 		{`cidr = "10.1.0.1/16"`, "did you mean 10.1.0.0/16"},
 		{`cidr = "fd00::/64"`, "IPv4 network"},
-		{"cidr = \"10.1.0.0/16\"\n  subnet_len = 16", "subnet_len must be longer"},
+		{"cidr = \"10.1.0.0/16\"\n  subnet_len = 16", "subnet_len must be between /18"},
 		{"cidr = \"10.1.0.0/16\"\n  backend = \"gre\"", `backend "gre" is not one of`},
 		{"cidr = \"10.1.0.0/16\"\n  vni = 0", "vni must be between 1"},
 		{"cidr = \"10.1.0.0/16\"\n  bridge = \"much-too-long-bridge\"", "interface name"},
