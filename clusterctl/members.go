@@ -99,6 +99,10 @@ func memberCommand(connect connectFunc) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Removed member %x from cluster\n", id)
+			// Stop talking to the removed member, whose raft has stopped.
+			if err := store.Ready(ctx, cli); err != nil {
+				return err
+			}
 			// The machine has left for good: its overlay subnet goes back to
 			// the pool. Leases name machines by address, as members do.
 			for _, m := range list.Members {

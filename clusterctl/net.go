@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -140,22 +141,32 @@ func netCheck(ctx context.Context, cli *clientv3.Client, files pki.Files, out io
 	if err != nil {
 		return err
 	}
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}, Timeout: 30 * time.Second}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}, Timeout: 15 * time.Second}
 	names := map[string]string{}
 	for _, m := range ms {
 		names[m.ID] = m.Name
 	}
+	// Every machine probes at once: a machine that is cut off costs one
+	// timeout, not one per machine.
+	fetched := make([][]overlay.Result, len(ms))
+	errs := make([]error, len(ms))
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		wg.Go(func() {
+			url := "https://" + net.JoinHostPort(m.IP, strconv.Itoa(daemon.DefaultAPIPort)) + "/v1/net/check"
+			fetched[i], errs[i] = fetchCheck(ctx, hc, url)
+		})
+	}
+	wg.Wait()
 	results := make(map[string]map[string]overlay.Result, len(ms))
 	var problems []string
-	for _, m := range ms {
-		url := "https://" + net.JoinHostPort(m.IP, strconv.Itoa(daemon.DefaultAPIPort)) + "/v1/net/check"
-		rs, err := fetchCheck(ctx, hc, url)
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("%s: %v", m.Name, err))
+	for i, m := range ms {
+		if errs[i] != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", m.Name, errs[i]))
 			continue
 		}
 		results[m.ID] = map[string]overlay.Result{}
-		for _, r := range rs {
+		for _, r := range fetched[i] {
 			results[m.ID][r.MachineID] = r
 			if !r.OK() {
 				problems = append(problems, fmt.Sprintf("%s → %s (%s): %s", m.Name, nameOr(names, r.MachineID), r.Target, r.Error))

@@ -332,3 +332,32 @@ func TestIncompatibleConfigIsRefused(t *testing.T) {
 		t.Fatalf("the running config changed: %v -> %v (%v)", before.Network, after.Network, err)
 	}
 }
+
+// net check fails, and says where, when a machine is cut off; a member
+// removed for good gives its subnet back.
+func TestNetCheckFailureAndMemberRemoval(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 3, Network: `cidr = "10.216.0.0/16"`})
+	c.Partition("core-3")
+	out, _, code := c.Ctl("net", "check")
+	if code == 0 || !strings.Contains(out, "problems:") || !strings.Contains(out, "core-3") {
+		t.Fatalf("net check with core-3 cut off (exit %d):\n%s", code, out)
+	}
+	c.Heal("core-3")
+
+	list, _, _ := c.Ctl("member", "list")
+	var id string
+	for _, line := range strings.Split(list, "\n") {
+		if strings.Contains(line, "name=core-3 ") {
+			id, _, _ = strings.Cut(line, ":")
+		}
+	}
+	gone := leaseOf(t, c, "core-3")
+	out, errOut, code := c.Ctl("member", "remove", id)
+	if code != 0 || !strings.Contains(out, "Released its subnet "+gone.String()) {
+		t.Fatalf("member remove (exit %d): %s%s", code, out, errOut)
+	}
+	leases, _, err := subnet.List(context.Background(), c.Admin)
+	if err != nil || len(leases) != 2 {
+		t.Fatalf("leases after member remove: %v %v", leases, err)
+	}
+}

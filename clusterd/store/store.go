@@ -23,11 +23,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/corral-dev/corral/bootstrap/pki"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -362,11 +364,22 @@ func addLearner(ctx context.Context, c *clientv3.Client, cfg Config) (uint64, st
 // RemoveMember takes a member out of the cluster. etcd refuses to
 // reconfigure until every voter has been connected for a few seconds
 // ("unhealthy cluster", as right after a join); that refusal is waited out.
+//
+// Removing the very member that serves the request stops it before it
+// answers ("server stopped"); whether that removal went through is then
+// read from the membership, through another member.
 func RemoveMember(ctx context.Context, c *clientv3.Client, id uint64) error {
 	return retry(ctx, func() error {
 		_, err := c.MemberRemove(ctx, id)
+		if errors.Is(err, rpctypes.ErrStopped) || errors.Is(err, rpctypes.ErrGRPCStopped) {
+			if list, lerr := c.MemberList(ctx); lerr == nil && !slices.ContainsFunc(list.Members, func(m *etcdserverpb.Member) bool { return m.ID == id }) {
+				return nil
+			}
+		}
 		return err
-	}, isUnhealthy)
+	}, func(err error) bool {
+		return isUnhealthy(err) || errors.Is(err, rpctypes.ErrStopped) || errors.Is(err, rpctypes.ErrGRPCStopped)
+	})
 }
 
 func isUnhealthy(err error) bool { return errors.Is(err, rpctypes.ErrUnhealthy) }
