@@ -176,7 +176,10 @@ func TestBackendsCarryTCP(t *testing.T) {
 			if a == cc || a.Bits() != 24 {
 				t.Fatalf("leases %s and %s", a, cc)
 			}
-			env := readEnv(t, filepath.Join(c.Dir().NodeDir("core-1"), "subnet.env"))
+			// subnet.env is the overlay's last step, as flannel's was: wait for it.
+			envPath := filepath.Join(c.Dir().NodeDir("core-1"), "subnet.env")
+			waitFile(t, envPath)
+			env := readEnv(t, envPath)
 			if env["FLANNEL_SUBNET"] != netip.PrefixFrom(a.Addr().Next(), 24).String() || env["FLANNEL_MTU"] != fmt.Sprint(tc.mtu) ||
 				env["FLANNEL_IPMASQ"] != "true" || !strings.HasSuffix(env["FLANNEL_NETWORK"], ".0.0/16") {
 				t.Fatalf("subnet.env of core-1: %v", env)
@@ -344,11 +347,14 @@ func TestNetCheckFailureAndMemberRemoval(t *testing.T) {
 	}
 	c.Heal("core-3")
 
-	list, _, _ := c.Ctl("member", "list")
+	members, err := c.Admin.MemberList(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	var id string
-	for _, line := range strings.Split(list, "\n") {
-		if strings.Contains(line, "name=core-3 ") {
-			id, _, _ = strings.Cut(line, ":")
+	for _, m := range members.Members {
+		if m.Name == "core-3" {
+			id = fmt.Sprintf("%x", m.ID)
 		}
 	}
 	gone := leaseOf(t, c, "core-3")
