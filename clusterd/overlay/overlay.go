@@ -141,12 +141,6 @@ func (m *Manager) Run(ctx context.Context) error {
 			defer masquerade(netcfg.Network, false)
 		}
 	}
-	if err := writeSubnetEnv(m.cfg.SubnetFile, st, m.cfg.IPMasq); err != nil {
-		return err
-	}
-	if m.cfg.Cleanup {
-		defer os.Remove(m.cfg.SubnetFile)
-	}
 	echo, err := listenEcho(st.Bridge)
 	if err != nil {
 		return err
@@ -155,6 +149,13 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.mu.Lock()
 	m.state = st
 	m.mu.Unlock()
+	// subnet.env comes last: tools that wait for it find the overlay up.
+	if err := writeSubnetEnv(m.cfg.SubnetFile, st, m.cfg.IPMasq); err != nil {
+		return err
+	}
+	if m.cfg.Cleanup {
+		defer os.Remove(m.cfg.SubnetFile)
+	}
 	m.cfg.Log.Info("overlay up", "subnet", st.Subnet, "backend", st.Backend, "mtu", mtu, "bridge", m.cfg.Bridge)
 
 	err = subnet.Watch(ctx, m.client, func(leases []subnet.Lease) {

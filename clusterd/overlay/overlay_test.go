@@ -176,10 +176,12 @@ func TestBackendsCarryTCP(t *testing.T) {
 			if a == cc || a.Bits() != 24 {
 				t.Fatalf("leases %s and %s", a, cc)
 			}
-			// subnet.env is the overlay's last step, as flannel's was: wait for it.
-			envPath := filepath.Join(c.Dir().NodeDir("core-1"), "subnet.env")
-			waitFile(t, envPath)
-			env := readEnv(t, envPath)
+			// subnet.env is the overlay's last step, as flannel's was: wait
+			// for every machine's, so net check below finds all of them up.
+			for _, n := range c.Nodes() {
+				waitFile(t, filepath.Join(c.Dir().NodeDir(n.Name), "subnet.env"))
+			}
+			env := readEnv(t, filepath.Join(c.Dir().NodeDir("core-1"), "subnet.env"))
 			if env["FLANNEL_SUBNET"] != netip.PrefixFrom(a.Addr().Next(), 24).String() || env["FLANNEL_MTU"] != fmt.Sprint(tc.mtu) ||
 				env["FLANNEL_IPMASQ"] != "true" || !strings.HasSuffix(env["FLANNEL_NETWORK"], ".0.0/16") {
 				t.Fatalf("subnet.env of core-1: %v", env)

@@ -1,0 +1,242 @@
+// Package scheduler is the cluster's engine, as fleet's was: one clusterd,
+// elected through etcd, places every unit on a machine that satisfies its
+// [X-Fleet] constraints, and moves the units of a machine that has been gone
+// for longer than a grace period. Each decision is written under the target
+// machine's own key prefix (one decision wakes one agent) and carries the
+// revision it was made at; the writes are guarded by the engine's election
+// key, so a deposed engine can't overwrite its successor.
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/corral-dev/corral/clusterd/registry"
+	"github.com/corral-dev/corral/clusterd/unitstore"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// electionKey is where engines campaign.
+const electionKey = "/corral/engine/leader"
+
+// DefaultGrace is how long a machine may be gone before its units move: on
+// top of the machine TTL, it rides out a restart or a short partition.
+const DefaultGrace = 5 * time.Second
+
+// Engine campaigns for leadership and, while it leads, schedules.
+type Engine struct {
+	Client    *clientv3.Client
+	MachineID string
+	TTL       time.Duration // the election lease; a dead engine is replaced within it
+	Grace     time.Duration
+	Log       *slog.Logger
+}
+
+// Run campaigns and schedules until ctx ends, campaigning again whenever
+// leadership is lost.
+func (e *Engine) Run(ctx context.Context) error {
+	if e.Grace == 0 {
+		e.Grace = DefaultGrace
+	}
+	if e.TTL == 0 {
+		e.TTL = registry.DefaultTTL
+	}
+	if e.Log == nil {
+		e.Log = slog.Default()
+	}
+	e.Log = e.Log.With("component", "engine")
+	for ctx.Err() == nil {
+		if err := e.lead(ctx); err != nil && ctx.Err() == nil {
+			e.Log.Warn("engine stopped leading", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return nil
+}
+
+// lead wins the election, then schedules until the session is lost.
+func (e *Engine) lead(ctx context.Context) error {
+	sess, err := concurrency.NewSession(e.Client, concurrency.WithTTL(int(e.TTL/time.Second)), concurrency.WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	el := concurrency.NewElection(sess, electionKey)
+	if err := el.Campaign(ctx, e.MachineID); err != nil {
+		return err
+	}
+	e.Log.Info("elected engine")
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-sess.Done():
+			cancel()
+		case <-lctx.Done():
+		}
+	}()
+	s := &scheduler{
+		client: e.Client, grace: e.Grace, log: e.Log, lost: map[string]time.Time{},
+		leader: clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev()),
+	}
+	err = s.loop(lctx)
+	if sess.Ctx().Err() != nil || ctx.Err() == nil {
+		return fmt.Errorf("leadership lost: %w", err)
+	}
+	return nil
+}
+
+// scheduler holds one leadership term's state.
+type scheduler struct {
+	client *clientv3.Client
+	grace  time.Duration
+	log    *slog.Logger
+	leader clientv3.Cmp
+	// lost records when a machine that still holds assignments was first
+	// seen gone; its units move once the grace period has passed.
+	lost map[string]time.Time
+}
+
+// loop reconciles on every change to units or machines, and when a lost
+// machine's grace period ends.
+func (s *scheduler) loop(ctx context.Context) error {
+	changes := s.client.Watch(ctx, "/corral/", clientv3.WithPrefix())
+	for {
+		next, err := s.reconcile(ctx)
+		if err != nil {
+			s.log.Warn("scheduling pass failed", "err", err)
+			next = time.Second
+		}
+		var timer <-chan time.Time
+		if next > 0 {
+			timer = time.After(next)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case resp, ok := <-changes:
+			if !ok {
+				return fmt.Errorf("watch closed")
+			}
+			if err := resp.Err(); err != nil {
+				return err
+			}
+			if !relevant(resp.Events) {
+				continue
+			}
+		case <-timer:
+		}
+	}
+}
+
+// relevant filters out the engine's own and the agents' state writes,
+// which don't change any decision.
+func relevant(events []*clientv3.Event) bool {
+	for _, ev := range events {
+		k := string(ev.Kv.Key)
+		if hasPrefix(k, registry.Prefix) || hasPrefix(k, unitstore.FilesPrefix) || hasPrefix(k, unitstore.DesiredPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
+
+// reconcile reads everything, decides, and writes the difference. It
+// returns when it wants to run again regardless of changes (a grace
+// period ending), or 0.
+func (s *scheduler) reconcile(ctx context.Context) (time.Duration, error) {
+	snap, err := unitstore.Read(ctx, s.client)
+	if err != nil {
+		return 0, err
+	}
+	machines, _, err := registry.List(ctx, s.client)
+	if err != nil {
+		return 0, err
+	}
+	now := time.Now()
+	live := map[string]bool{}
+	for _, m := range machines {
+		live[m.ID] = true
+		delete(s.lost, m.ID)
+	}
+	var next time.Duration
+	dead := map[string]bool{} // machines whose units may move now
+	for m := range snap.Assigned {
+		if live[m] {
+			continue
+		}
+		since, ok := s.lost[m]
+		if !ok {
+			since = now
+			s.lost[m] = now
+			s.log.Info("machine lost; its units move after the grace period", "machine", m, "grace", s.grace)
+		}
+		if wait := since.Add(s.grace).Sub(now); wait > 0 {
+			if next == 0 || wait < next {
+				next = wait
+			}
+			continue
+		}
+		dead[m] = true
+	}
+	plan := decide(snap, machines, dead)
+	return next, s.write(ctx, snap, plan)
+}
+
+// write applies the plan's differences from the snapshot, guarded by
+// leadership, in transactions small enough for etcd's limit.
+func (s *scheduler) write(ctx context.Context, snap *unitstore.Snapshot, p *plan) error {
+	var ops []clientv3.Op
+	for m, units := range snap.Assigned {
+		for name, cur := range units {
+			want, ok := p.assign[m][name]
+			if !ok {
+				ops = append(ops, clientv3.OpDelete(unitstore.AssignKey(m, name)))
+				s.log.Info("withdrawn", "unit", name, "machine", m)
+				continue
+			}
+			if want.Hash == cur.Hash && want.Desired == cur.Desired {
+				delete(p.assign[m], name) // unchanged: keep its revision
+			}
+		}
+	}
+	for m, units := range p.assign {
+		for name, a := range units {
+			a.Revision = snap.Revision
+			b, _ := json.Marshal(a)
+			ops = append(ops, clientv3.OpPut(unitstore.AssignKey(m, name), string(b)))
+			s.log.Info("assigned", "unit", name, "machine", m, "desired", a.Desired)
+		}
+	}
+	for name, u := range snap.Units {
+		want, ok := p.placement[name]
+		switch {
+		case !ok && u.Placement != nil:
+			ops = append(ops, clientv3.OpDelete(unitstore.PlacementPrefix+name))
+		case ok && (u.Placement == nil || *u.Placement != want):
+			b, _ := json.Marshal(want)
+			ops = append(ops, clientv3.OpPut(unitstore.PlacementPrefix+name, string(b)))
+		}
+	}
+	for len(ops) > 0 {
+		n := min(len(ops), 100) // etcd allows 128 operations per transaction
+		resp, err := s.client.Txn(ctx).If(s.leader).Then(ops[:n]...).Commit()
+		if err != nil {
+			return err
+		}
+		if !resp.Succeeded {
+			return fmt.Errorf("no longer the elected engine")
+		}
+		ops = ops[n:]
+	}
+	return nil
+}
