@@ -15,7 +15,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/corral-dev/corral/bootstrap/pki"
 	"github.com/corral-dev/corral/clusterd/daemon"
 	"github.com/corral-dev/corral/clusterd/overlay"
 	"github.com/corral-dev/corral/clusterd/overlay/subnet"
@@ -86,7 +85,7 @@ that comes back after its subnet was released gets a new one.`,
 		Short: "From every machine to every other: reachable over the overlay? full-size packets with DF?",
 		Args:  cobra.NoArgs,
 		RunE: withClient(conn.connect, time.Minute, func(ctx context.Context, cli *clientv3.Client, cmd *cobra.Command, _ []string) error {
-			return netCheck(ctx, cli, conn.files, cmd.OutOrStdout())
+			return netCheck(ctx, cli, conn, cmd.OutOrStdout())
 		}),
 	})
 	return cmd
@@ -127,21 +126,16 @@ func nameOr(names map[string]string, id string) string {
 
 // netCheck asks every machine's clusterd to probe all the others, and
 // prints the results as a matrix: row = from, column = to.
-func netCheck(ctx context.Context, cli *clientv3.Client, files pki.Files, out io.Writer) error {
+func netCheck(ctx context.Context, cli *clientv3.Client, conn *connection, out io.Writer) error {
 	ms, _, err := registry.List(ctx, cli)
 	if err != nil {
 		return err
 	}
 	slices.SortFunc(ms, func(a, b registry.Machine) int { return strings.Compare(a.Name, b.Name) })
-	caPEM, certPEM, keyPEM, err := files.Read()
+	hc, err := conn.httpClient()
 	if err != nil {
 		return err
 	}
-	tlsConf, err := pki.ClientTLS(caPEM, certPEM, keyPEM)
-	if err != nil {
-		return err
-	}
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}, Timeout: 15 * time.Second}
 	names := map[string]string{}
 	for _, m := range ms {
 		names[m.ID] = m.Name
@@ -154,7 +148,10 @@ func netCheck(ctx context.Context, cli *clientv3.Client, files pki.Files, out io
 	for i, m := range ms {
 		wg.Go(func() {
 			url := "https://" + net.JoinHostPort(m.IP, strconv.Itoa(daemon.DefaultAPIPort)) + "/v1/net/check"
-			fetched[i], errs[i] = fetchCheck(ctx, hc, url)
+			// A machine that is cut off costs this much, once.
+			fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			defer cancel()
+			fetched[i], errs[i] = fetchCheck(fctx, hc, url)
 		})
 	}
 	wg.Wait()

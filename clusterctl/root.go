@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,6 +54,7 @@ ETCDCTL_KEY), else on a node from ` + NodeEnvFile + `.`,
 	f.DurationVar(&conn.timeout, "dial-timeout", 5*time.Second, "how long to wait for the cluster to answer")
 	root.AddCommand(machinesCommand(conn.connect), healthCommand(conn.connect), memberCommand(conn.connect), netCommand(conn))
 	root.AddCommand(KVCommands(conn.connect)...)
+	root.AddCommand(unitCommands(conn)...)
 	return root
 }
 
@@ -61,7 +63,11 @@ ETCDCTL_KEY), else on a node from ` + NodeEnvFile + `.`,
 func (c *connection) connect(ctx context.Context) (*clientv3.Client, error) {
 	env := func(k string) string { return os.Getenv(k) }
 	if os.Getenv("ETCDCTL_ENDPOINTS") == "" {
-		if fileEnv, err := readEnvFile(NodeEnvFile); err == nil {
+		nodeEnv := NodeEnvFile
+		if dir := os.Getenv("CLUSTERD_DATA_DIR"); dir != "" {
+			nodeEnv = filepath.Join(dir, "clusterctl.env")
+		}
+		if fileEnv, err := readEnvFile(nodeEnv); err == nil {
 			env = func(k string) string { return fileEnv[k] }
 		}
 	}
@@ -90,6 +96,20 @@ func (c *connection) connect(ctx context.Context) (*clientv3.Client, error) {
 	defer cancel()
 	store.Ready(rctx, cli)
 	return cli, nil
+}
+
+// httpClient talks to clusterd's API on the machines with the same
+// certificate as the etcd client (call it after connect).
+func (c *connection) httpClient() (*http.Client, error) {
+	caPEM, certPEM, keyPEM, err := c.files.Read()
+	if err != nil {
+		return nil, err
+	}
+	tlsConf, err := pki.ClientTLS(caPEM, certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}}, nil
 }
 
 // connectFunc gives a ready client; the root command owns flags and certs.

@@ -34,6 +34,10 @@ type Agent struct {
 	seen map[string]int64
 	// held is what the agent last applied per unit.
 	held map[string]unitstore.Assignment
+	// started is the assignment revision each unit was last started for:
+	// a unit is started once per assignment, so a failed unit stays failed
+	// (as systemd keeps it) rather than being retried on every change.
+	started map[string]int64
 }
 
 // Run reconciles until ctx ends.
@@ -42,7 +46,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.Log = slog.Default()
 	}
 	a.Log = a.Log.With("component", "agent")
-	a.seen, a.held = map[string]int64{}, map[string]unitstore.Assignment{}
+	a.seen, a.held, a.started = map[string]int64{}, map[string]unitstore.Assignment{}, map[string]int64{}
 	go a.publish(ctx)
 	for ctx.Err() == nil {
 		if err := a.follow(ctx); err != nil && ctx.Err() == nil {
@@ -94,11 +98,14 @@ func (a *Agent) follow(ctx context.Context) error {
 func (a *Agent) apply(ctx context.Context, want map[string]unitstore.Assignment) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for name := range a.Driver.States() {
+	known := a.Driver.States()
+	for name := range known {
 		if as, ok := want[name]; !ok || as.Desired != unitstore.Launched {
 			if err := a.Driver.Stop(ctx, name); err != nil {
 				a.Log.Error("stopping unit", "unit", name, "err", err)
 			}
+			delete(a.started, name)
+			delete(known, name)
 		}
 	}
 	for name := range a.held {
@@ -113,12 +120,15 @@ func (a *Agent) apply(ctx context.Context, want map[string]unitstore.Assignment)
 		}
 		a.seen[name] = as.Revision
 		a.held[name] = as
-		if as.Desired != unitstore.Launched {
+		_, running := known[name]
+		if as.Desired != unitstore.Launched || (running && a.started[name] == as.Revision) {
 			continue
 		}
 		if err := a.start(ctx, as); err != nil {
 			a.Log.Error("starting unit", "unit", name, "err", err)
+			continue
 		}
+		a.started[name] = as.Revision
 	}
 }
 

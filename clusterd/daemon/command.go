@@ -14,6 +14,7 @@ import (
 	"github.com/corral-dev/corral/bootstrap/pki"
 	"github.com/corral-dev/corral/clusterd/overlay"
 	"github.com/corral-dev/corral/clusterd/registry"
+	"github.com/corral-dev/corral/clusterd/scheduler"
 	"github.com/corral-dev/corral/clusterd/store"
 	"github.com/spf13/cobra"
 )
@@ -91,6 +92,8 @@ A node restarted with its --data-dir comes back as the same machine and member.`
 	f.StringVar(&cfg.Overlay.SubnetFile, "subnet-file", overlay.DefaultSubnetFile, "where to write flannel's subnet.env")
 	f.BoolVar(&cfg.Overlay.IPMasq, "ip-masq", true, "masquerade traffic leaving the overlay")
 	f.BoolVar(&cfg.Overlay.Cleanup, "cleanup", false, "on exit, remove the overlay's devices, routes and rules")
+	f.StringVar(&cfg.Driver, "driver", "auto", "unit driver: exec, systemd, or auto (systemd when PID 1 is systemd)")
+	f.DurationVar(&cfg.Grace, "reschedule-grace", scheduler.DefaultGrace, "how long a lost machine's units wait before they move")
 	return cmd
 }
 

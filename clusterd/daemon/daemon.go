@@ -19,6 +19,7 @@ import (
 
 	"github.com/corral-dev/corral/bootstrap/join"
 	"github.com/corral-dev/corral/bootstrap/pki"
+	"github.com/corral-dev/corral/clusterd/driver"
 	"github.com/corral-dev/corral/clusterd/overlay"
 	"github.com/corral-dev/corral/clusterd/registry"
 	"github.com/corral-dev/corral/clusterd/store"
@@ -53,6 +54,10 @@ type Config struct {
 	// network config, unless NoOverlay.
 	Overlay   overlay.Config
 	NoOverlay bool
+	// Units: the driver ("exec", "systemd" or "" for the best available)
+	// and how long a lost machine's units wait before they move.
+	Driver string
+	Grace  time.Duration
 }
 
 // Node is a running clusterd.
@@ -62,6 +67,7 @@ type Node struct {
 	Machine registry.Machine
 	Overlay *overlay.Manager
 	api     *http.Server
+	driver  driver.Driver
 }
 
 func (c *Config) nodeFiles() pki.Files {
@@ -136,6 +142,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		oc.MachineID, oc.PublicIP, oc.Log = id, ipAddr(cfg.IP), cfg.Log
 		n.Overlay = overlay.New(st.Client, oc)
 	}
+	if err := unitEnvironment(cfg.DataDir); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if n.driver, err = n.newDriver(); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if err := n.serveAPI(ctx, ca, files); err != nil {
 		st.Close()
 		return nil, err
@@ -144,6 +158,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
+
 	host, _ := os.Hostname()
 	n.Machine = registry.Machine{
 		ID: id, Name: cfg.Name, IP: cfg.IP.String(), Hostname: host, Metadata: cfg.Metadata,
@@ -210,6 +225,7 @@ func (n *Node) serveAPI(ctx context.Context, ca *pki.CA, files pki.Files) error 
 	if n.Overlay != nil {
 		mux.Handle("/v1/net/check", requireClientCert(http.HandlerFunc(n.netCheck)))
 	}
+	mux.Handle("/v1/units/journal", requireClientCert(http.HandlerFunc(n.unitJournal)))
 	caPEM, certPEM, keyPEM, err := files.Read()
 	if err != nil {
 		return err
@@ -297,6 +313,7 @@ func (n *Node) Run(ctx context.Context) error {
 	// Stopping waits for the overlay too: with --cleanup it is removing
 	// its devices and rules.
 	defer func() { cancel(); <-overlayDone }()
+	go n.runUnits(ctx)
 	n.cfg.Log.Info("registering machine", "id", n.Machine.ID, "member", n.Machine.Member)
 	select {
 	case <-ctx.Done():

@@ -73,11 +73,7 @@ func decide(snap *unitstore.Snapshot, machines []registry.Machine, dead map[stri
 		if u.File.Content == "" || (u.Desired != unitstore.Loaded && u.Desired != unitstore.Launched) {
 			continue
 		}
-		f, err := unit.Parse(name, []byte(u.File.Content))
-		var fl unit.Fleet
-		if err == nil {
-			fl, err = f.Fleet()
-		}
+		fl, err := fleetOf(name, u.File.Content)
 		if err != nil {
 			p.placement[name] = unitstore.Placement{Reason: "invalid unit: " + err.Error()}
 			continue
@@ -174,12 +170,20 @@ func fits(p *plan, c candidate, m registry.Machine) string {
 	return ""
 }
 
-func otherFleet(a unitstore.Assignment) (unit.Fleet, error) {
-	f, err := unit.Parse(a.Name, []byte(a.Content))
+func otherFleet(a unitstore.Assignment) (unit.Fleet, error) { return fleetOf(a.Name, a.Content) }
+
+// fleetOf reads a unit's [X-Fleet] section with the instance's specifiers
+// (%i, %p, %n …) expanded: an instance is stored with its template's text.
+func fleetOf(name, content string) (unit.Fleet, error) {
+	n, err := unit.ParseName(name)
 	if err != nil {
 		return unit.Fleet{}, err
 	}
-	return f.Fleet()
+	f, err := unit.Parse(name, []byte(content))
+	if err != nil {
+		return unit.Fleet{}, err
+	}
+	return unit.Instantiate(f, n, unit.Machine{}).Fleet()
 }
 
 func describe(f unit.Fleet) string {

@@ -58,7 +58,7 @@ func snapshot(t *testing.T, units map[string]string) *unitstore.Snapshot {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f = unit.Instantiate(f, n, unit.Machine{})
+		_ = n // stored as submitted: the template's text under the instance's name
 		s.Units[name] = &unitstore.Unit{
 			File:    unitstore.UnitFile{Name: name, Hash: f.Hash(), Content: string(f.Bytes())},
 			Desired: unitstore.Launched,
