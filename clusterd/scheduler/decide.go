@@ -80,15 +80,41 @@ func decide(snap *unitstore.Snapshot, machines []registry.Machine, dead map[stri
 		}
 		cands = append(cands, candidate{name: name, file: u.File, desired: u.Desired, fleet: fl, current: current[name]})
 	}
-	// Units that follow others go last, so their targets are placed.
-	slices.SortStableFunc(cands, func(a, b candidate) int {
-		return cmp.Compare(len(a.fleet.MachineOf), len(b.fleet.MachineOf))
-	})
 	assignment := func(c candidate) unitstore.Assignment {
 		return unitstore.Assignment{Name: c.name, Hash: c.file.Hash, Content: c.file.Content, Desired: c.desired}
 	}
-	ids := slices.Sorted(maps.Keys(byID))
+	// First every unit that can stay where it is stays (its machine alive,
+	// or gone for less than the grace period), so a unit looking for a new
+	// home never displaces one that has a home. Targets before followers.
+	slices.SortStableFunc(cands, func(a, b candidate) int {
+		return cmp.Compare(len(a.fleet.MachineOf), len(b.fleet.MachineOf))
+	})
+	var homeless []candidate
 	for _, c := range cands {
+		if c.current == "" || c.fleet.Global {
+			homeless = append(homeless, c)
+			continue
+		}
+		if m, alive := byID[c.current]; alive && fits(p, c, m) != "" {
+			homeless = append(homeless, c)
+			continue
+		}
+		p.put(c.current, assignment(c))
+		p.placement[c.name] = unitstore.Placement{Machine: c.current}
+	}
+	// Then the rest: Global units everywhere they fit, then the others on
+	// the least-loaded machine that fits, followers after their targets.
+	slices.SortStableFunc(homeless, func(a, b candidate) int {
+		if a.fleet.Global != b.fleet.Global {
+			if a.fleet.Global {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(len(a.fleet.MachineOf), len(b.fleet.MachineOf))
+	})
+	ids := slices.Sorted(maps.Keys(byID))
+	for _, c := range homeless {
 		if c.fleet.Global {
 			n := 0
 			for _, id := range ids {
@@ -101,15 +127,6 @@ func decide(snap *unitstore.Snapshot, machines []registry.Machine, dead map[stri
 				p.placement[c.name] = unitstore.Placement{Reason: "global unit: no machine matches " + describe(c.fleet)}
 			}
 			continue
-		}
-		// Stay put while the machine holds and still fits.
-		if c.current != "" {
-			m, alive := byID[c.current]
-			if !alive || fits(p, c, m) == "" {
-				p.put(c.current, assignment(c))
-				p.placement[c.name] = unitstore.Placement{Machine: c.current}
-				continue
-			}
 		}
 		best, reasons := "", map[string]int{}
 		for _, id := range ids {

@@ -158,3 +158,21 @@ func TestInactiveUnitsAreNotPlaced(t *testing.T) {
 		t.Fatalf("an inactive unit was placed: %v", at)
 	}
 }
+
+// A unit that must move never takes the machine of one that stays.
+func TestMovingUnitDoesNotDisplaceAnother(t *testing.T) {
+	s := snapshot(t, map[string]string{"hello@1.service": hello, "hello@2.service": hello, "hello@3.service": hello})
+	ms := machines(2, nil)
+	gone := fmt.Sprintf("%032x", 9)
+	s.Assigned[ms[0].ID] = map[string]unitstore.Assignment{"hello@1.service": {Name: "hello@1.service"}}
+	s.Assigned[gone] = map[string]unitstore.Assignment{"hello@2.service": {Name: "hello@2.service"}}
+	s.Assigned[ms[1].ID] = map[string]unitstore.Assignment{"hello@3.service": {Name: "hello@3.service"}}
+	p := decide(s, ms, map[string]bool{gone: true})
+	at := placed(p)
+	if at["hello@1.service"] != ms[0].ID || at["hello@3.service"] != ms[1].ID {
+		t.Fatalf("settled units were moved: %v", at)
+	}
+	if pl := p.placement["hello@2.service"]; pl.Machine != "" || !strings.Contains(pl.Reason, "Conflicts") {
+		t.Fatalf("hello@2 placement = %+v", pl)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,16 +117,30 @@ func Start(t testing.TB, opts Options) *Cluster {
 	var raw [3]byte
 	rand.Read(raw[:])
 	c := &Cluster{T: t, Name: "t" + hex.EncodeToString(raw[:]), Binary: Binary(t), opts: opts}
-	// A /24 of its own, so clusters of tests running side by side (go test
-	// runs packages in parallel) never share a subnet; from 198.18.0.0/15,
-	// the range set aside for benchmarking, which real networks don't use.
-	cidr := fmt.Sprintf("198.%d.%d.0/24", 18+int(raw[0])%2, raw[1])
+	cidr := freeSubnet(t)
 	dir := t.TempDir()
 	c.File = filepath.Join(dir, "cluster.hcl")
 	c.writeHCL(cidr)
 	t.Cleanup(c.remove)
 	c.Up()
 	return c
+}
+
+// freeSubnet picks a /24 that no route on this host uses, so clusters of
+// tests running side by side (go test runs packages in parallel) never
+// share one; from 198.18.0.0/15, the range set aside for benchmarking,
+// which real networks don't use.
+func freeSubnet(t testing.TB) string {
+	for range 50 {
+		var raw [2]byte
+		rand.Read(raw[:])
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18 + raw[0]%2, raw[1], 0}), 24)
+		if clash, err := hostnet.RoutesOverlapping(p, ""); err == nil && len(clash) == 0 {
+			return p.String()
+		}
+	}
+	t.Fatal("no free /24 in 198.18.0.0/15")
+	return ""
 }
 
 func (c *Cluster) writeHCL(cidr string) {

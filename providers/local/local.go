@@ -149,7 +149,7 @@ func (p *Provider) exitChan() chan Exit {
 
 // Launch starts the node's clusterd unless it is running already.
 func (p *Provider) Launch(ctx context.Context, spec providers.NodeSpec) error {
-	if pids := p.pids(spec.Name); len(pids) > 0 {
+	if p.clusterd(spec.Name) != 0 {
 		return nil
 	}
 	if err := os.MkdirAll(p.nodeDir(spec.Name), 0o700); err != nil {
@@ -201,8 +201,8 @@ func (p *Provider) Launch(ctx context.Context, spec providers.NodeSpec) error {
 	return nil
 }
 
-// pids finds a node's processes: everything in its namespace, or in
-// loopback mode the recorded pid if that process is still the node's.
+// pids finds a node's processes: everything in its namespace (clusterd
+// and the units it runs), or in loopback mode clusterd alone.
 func (p *Provider) pids(node string) []int {
 	if p.Isolation == Netns {
 		if !hostnet.Exists(p.Namespace(node)) {
@@ -211,21 +211,31 @@ func (p *Provider) pids(node string) []int {
 		pids, _ := hostnet.PIDs(p.Namespace(node))
 		return pids
 	}
+	if pid := p.clusterd(node); pid != 0 {
+		return []int{pid}
+	}
+	return nil
+}
+
+// clusterd returns the pid of the node's clusterd, or 0 if it isn't
+// running. Units outlive clusterd (the exec driver re-adopts them), so a
+// node with processes is not necessarily a node with clusterd.
+func (p *Provider) clusterd(node string) int {
 	b, err := os.ReadFile(p.pidFile(node))
 	if err != nil {
-		return nil
+		return 0
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {
-		return nil
+		return 0
 	}
 	// A recycled pid must not be mistaken for the node: check its command
 	// line names the node's data directory.
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil || !strings.Contains(string(cmdline), p.nodeDir(node)) {
-		return nil
+		return 0
 	}
-	return []int{pid}
+	return pid
 }
 
 // Inventory lists the nodes that exist: by namespace, and by node directory.
@@ -245,15 +255,15 @@ func (p *Provider) Inventory(ctx context.Context) ([]providers.Instance, error) 
 	}
 	var out []providers.Instance
 	for name := range names {
-		pids := p.pids(name)
+		pid := p.clusterd(name)
 		detail := "stopped"
-		if len(pids) > 0 {
-			detail = "pid " + strconv.Itoa(pids[0])
+		if pid != 0 {
+			detail = "pid " + strconv.Itoa(pid)
 		}
 		if p.Isolation == Netns {
 			detail += " in netns " + p.Namespace(name)
 		}
-		out = append(out, providers.Instance{Name: name, Running: len(pids) > 0, Detail: detail})
+		out = append(out, providers.Instance{Name: name, Running: pid != 0, Detail: detail})
 	}
 	slices.SortFunc(out, func(a, b providers.Instance) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
