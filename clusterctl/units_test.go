@@ -328,3 +328,46 @@ func atoi(s string) int {
 	n, _ := strconv.Atoi(s)
 	return n
 }
+
+// Partition the machine of hello@2 for longer than its TTL: the unit is
+// re-placed; when the partition heals, the old copy is stopped.
+func TestPartitionedMachineStopsItsOldCopy(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 4, TTL: 2 * time.Second})
+	s := startHello(t, c)
+	victim := activeOn(s, "hello@2.service")[0]
+	var node string
+	for _, n := range c.Nodes() {
+		if id, _ := os.ReadFile(filepath.Join(c.Dir().NodeDir(n.Name), "machine-id")); strings.TrimSpace(string(id)) == victim {
+			node = n.Name
+		}
+	}
+	pids, err := hostnet.PIDs((&local.Provider{Cluster: c.Name}).Namespace(node))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := 0
+	for _, p := range pids {
+		if cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(p) + "/cmdline"); strings.Contains(string(cmdline), "instance 2") {
+			old = p
+		}
+	}
+	if old == 0 {
+		t.Fatal("hello@2's process not found on its machine")
+	}
+	fd, err := unix.PidfdOpen(old, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+
+	c.Partition(node)
+	waitUnits(t, c, "hello@2 re-placed", func(s *unitstore.Snapshot) bool {
+		a := activeOn(s, "hello@2.service")
+		return len(a) == 1 && a[0] != victim
+	})
+	c.Heal(node)
+	// The healed agent sees hello@2 is no longer its own and stops it.
+	if n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 60000); n != 1 || err != nil {
+		t.Fatalf("the old copy of hello@2 still runs on %s after the partition healed (%v)", node, err)
+	}
+}
