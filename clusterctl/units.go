@@ -162,11 +162,7 @@ func waitDesired(ctx context.Context, cli *clientv3.Client, names []string, desi
 		pending[n] = true
 	}
 	for {
-		snap, err := unitstore.Read(ctx, cli)
-		if err != nil {
-			return err
-		}
-		ms, err := machineIndex(ctx, cli)
+		snap, ms, err := readUnits(ctx, cli)
 		if err != nil {
 			return err
 		}
@@ -236,6 +232,16 @@ func running(u *unitstore.Unit, machine string) bool {
 	return false
 }
 
+// readUnits reads the units and the machines they refer to.
+func readUnits(ctx context.Context, cli *clientv3.Client) (*unitstore.Snapshot, map[string]registry.Machine, error) {
+	snap, err := unitstore.Read(ctx, cli)
+	if err != nil {
+		return nil, nil, err
+	}
+	ms, err := machineIndex(ctx, cli)
+	return snap, ms, err
+}
+
 func machineIndex(ctx context.Context, cli *clientv3.Client) (map[string]registry.Machine, error) {
 	ms, _, err := registry.List(ctx, cli)
 	if err != nil {
@@ -263,11 +269,7 @@ func listUnitsCommand(conn *connection) *cobra.Command {
 		Short: "List the units' states on their machines",
 		Args:  cobra.NoArgs,
 		RunE: withClient(conn.connect, requestTimeout, func(ctx context.Context, cli *clientv3.Client, cmd *cobra.Command, _ []string) error {
-			snap, err := unitstore.Read(ctx, cli)
-			if err != nil {
-				return err
-			}
-			ms, err := machineIndex(ctx, cli)
+			snap, ms, err := readUnits(ctx, cli)
 			if err != nil {
 				return err
 			}
@@ -289,11 +291,7 @@ func listUnitFilesCommand(conn *connection) *cobra.Command {
 		Short: "List submitted units: hash, desired and current state, target",
 		Args:  cobra.NoArgs,
 		RunE: withClient(conn.connect, requestTimeout, func(ctx context.Context, cli *clientv3.Client, cmd *cobra.Command, _ []string) error {
-			snap, err := unitstore.Read(ctx, cli)
-			if err != nil {
-				return err
-			}
-			ms, err := machineIndex(ctx, cli)
+			snap, ms, err := readUnits(ctx, cli)
 			if err != nil {
 				return err
 			}
@@ -340,7 +338,7 @@ func statusCommand(conn *connection) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			snap, err := unitstore.Read(ctx, cli)
+			snap, ms, err := readUnits(ctx, cli)
 			if err != nil {
 				return err
 			}
@@ -348,12 +346,8 @@ func statusCommand(conn *connection) *cobra.Command {
 			if u == nil || u.File.Hash == "" {
 				return &ExitError{Code: 1, Err: fmt.Errorf("unit %s does not exist", name)}
 			}
-			ms, err := machineIndex(ctx, cli)
-			if err != nil {
-				return err
-			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "● %s\n   Loaded: %s (desired %s, hash %.7s)\n", name, "submitted", cmpOr(u.Desired, unitstore.Inactive), u.File.Hash)
+			fmt.Fprintf(out, "● %s\n   Loaded: submitted (desired %s, hash %.7s)\n", name, cmpOr(u.Desired, unitstore.Inactive), u.File.Hash)
 			if u.Placement != nil && u.Placement.Reason != "" {
 				fmt.Fprintf(out, "   Unscheduled: %s\n", u.Placement.Reason)
 			}
@@ -381,11 +375,7 @@ func journalCommand(conn *connection) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			snap, err := unitstore.Read(ctx, cli)
-			if err != nil {
-				return err
-			}
-			ms, err := machineIndex(ctx, cli)
+			snap, ms, err := readUnits(ctx, cli)
 			if err != nil {
 				return err
 			}
