@@ -32,10 +32,11 @@ func examples(names ...string) []string {
 	return out
 }
 
-// waitUnits watches the unit records until cond holds.
+// waitUnits watches the unit records until cond holds. The limit is
+// generous: CI runs several clusters at once on two cores.
 func waitUnits(t *testing.T, c *clustertest.Cluster, what string, cond func(*unitstore.Snapshot) bool) *unitstore.Snapshot {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for {
 		snap, err := unitstore.Read(ctx, c.Admin)
@@ -144,7 +145,7 @@ func TestHelloWorkflow(t *testing.T) {
 // Kill the machine running hello@2: with a 4th machine free, it and its
 // sidekick move there; two copies never run at once.
 func TestUnitsMoveOffADeadMachine(t *testing.T) {
-	c := clustertest.Start(t, clustertest.Options{Nodes: 4, TTL: 2 * time.Second})
+	c := clustertest.Start(t, clustertest.Options{Nodes: 4, TTL: 4 * time.Second})
 	s := startHello(t, c)
 	victim := activeOn(s, "hello@2.service")[0]
 	var victimNode string
@@ -199,7 +200,7 @@ func TestUnitsMoveOffADeadMachine(t *testing.T) {
 // With no free machine, a unit whose machine died is reported unscheduled
 // with the constraint that keeps it off the others.
 func TestUnschedulableUnitSaysWhy(t *testing.T) {
-	c := clustertest.Start(t, clustertest.Options{Nodes: 3, TTL: 2 * time.Second})
+	c := clustertest.Start(t, clustertest.Options{Nodes: 3, TTL: 4 * time.Second})
 	s := startHello(t, c)
 	victim := activeOn(s, "hello@2.service")[0]
 	for _, n := range c.Nodes() {
@@ -256,7 +257,7 @@ func TestBadUnitFilesAreRefused(t *testing.T) {
 
 // The engine's machine dies: another engine takes over and schedules.
 func TestEngineFailover(t *testing.T) {
-	c := clustertest.Start(t, clustertest.Options{Nodes: 3, TTL: 2 * time.Second})
+	c := clustertest.Start(t, clustertest.Options{Nodes: 3, TTL: 4 * time.Second})
 	resp, err := c.Admin.Get(context.Background(), "/corral/engine/leader", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil || len(resp.Kvs) == 0 {
 		t.Fatalf("no engine elected: %v", err)
@@ -332,7 +333,7 @@ func atoi(s string) int {
 // Partition the machine of hello@2 for longer than its TTL: the unit is
 // re-placed; when the partition heals, the old copy is stopped.
 func TestPartitionedMachineStopsItsOldCopy(t *testing.T) {
-	c := clustertest.Start(t, clustertest.Options{Nodes: 4, TTL: 2 * time.Second})
+	c := clustertest.Start(t, clustertest.Options{Nodes: 4, TTL: 4 * time.Second})
 	s := startHello(t, c)
 	victim := activeOn(s, "hello@2.service")[0]
 	var node string
