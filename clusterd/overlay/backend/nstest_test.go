@@ -149,7 +149,9 @@ func nstestMustSetUpNode(t *testing.T, n *nstestNode) {
 	if err := n.h.LinkSetUp(br); err != nil {
 		t.Fatalf("%s: corral0 up: %v", n.ns, err)
 	}
-	unreachable := &netlink.Route{Dst: routesIPNet(nstestOverlay), Type: unix.RTN_UNREACHABLE}
+	// A high metric, so the udp backend's connected route for the whole
+	// overlay (on its TUN device) wins over this one.
+	unreachable := &netlink.Route{Dst: routesIPNet(nstestOverlay), Type: unix.RTN_UNREACHABLE, Priority: 4000}
 	if err := n.h.RouteAdd(unreachable); err != nil {
 		t.Fatalf("%s: unreachable route for %s: %v", n.ns, nstestOverlay, err)
 	}

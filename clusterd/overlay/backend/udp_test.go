@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"io"
 	"net"
@@ -213,119 +212,23 @@ func (n *udpNode) peer() Peer {
 	return Peer{Subnet: n.local.Subnet, PublicIP: n.local.PublicIP, BackendType: "udp"}
 }
 
-// udpTestID returns a random hex string for names that mustn't collide with
-// a concurrent run.
-func udpTestID(t *testing.T) string {
-	var raw [3]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(raw[:])
-}
-
-// udpUnderlay picks a /24 in 198.18.0.0/15 that no host route uses, so
-// concurrent runs (ours or another backend's) don't share a bridge subnet.
-func udpPickUnderlay(t *testing.T) netip.Prefix {
-	var raw [2]byte
-	for range 20 {
-		if _, err := rand.Read(raw[:]); err != nil {
-			t.Fatal(err)
-		}
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18 + raw[0]&1, raw[1], 0}), 24)
-		used, err := hostnet.RoutesOverlapping(p, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(used) == 0 {
-			return p
-		}
-	}
-	t.Fatal("no free /24 in 198.18.0.0/15")
-	return netip.Prefix{}
-}
-
 // udpCluster makes n nodes on a fresh bridge, each with a started udp
 // backend synced with all the others. Everything is removed by t.Cleanup,
 // backends before namespaces.
 func udpCluster(t *testing.T, count int) []*udpNode {
 	t.Helper()
-	if err := hostnet.Check(); err != nil {
-		t.Fatalf("needs network namespaces: %v (run as root, as CI does)", err)
-	}
-	id := udpTestID(t)
-	underlay := udpPickUnderlay(t)
-	u4 := underlay.Addr().As4()
-	bridge := "bru" + id
-	bridgeAddr := netip.AddrFrom4([4]byte{u4[0], u4[1], u4[2], 1})
-	t.Cleanup(func() {
-		if err := hostnet.DeleteLink(bridge); err != nil {
-			t.Errorf("deleting bridge %s: %v", bridge, err)
-		}
-	})
-	if err := hostnet.EnsureBridge(bridge, netip.PrefixFrom(bridgeAddr, 24)); err != nil {
-		t.Fatal(err)
-	}
-
+	c := nstestNewCluster(t, count)
 	nodes := make([]*udpNode, count)
-	for i := range nodes {
-		letter := string(rune('a' + i))
-		hn := hostnet.Node{
-			Namespace: "corral-udpt-" + id + "-" + letter,
-			HostVeth:  "vu" + id + letter,
-			Bridge:    bridge,
-			Addr:      netip.PrefixFrom(netip.AddrFrom4([4]byte{u4[0], u4[1], u4[2], byte(11 + i)}), 24),
-			Gateway:   bridgeAddr,
-		}
-		t.Cleanup(func() {
-			if err := hostnet.DeleteNamespace(hn.Namespace); err != nil {
-				t.Errorf("deleting namespace %s: %v", hn.Namespace, err)
-			}
-			if err := hostnet.DeleteLink(hn.HostVeth); err != nil {
-				t.Errorf("deleting veth %s: %v", hn.HostVeth, err)
-			}
-		})
-		if err := hostnet.EnsureNode(hn); err != nil {
-			t.Fatal(err)
-		}
-		h, err := hostnet.Handle(hn.Namespace)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(h.Close)
-		subnet := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 245, byte(i + 1), 0}), 24)
-		n := &udpNode{
-			ns: hn.Namespace,
-			h:  h,
-			local: Local{
-				Network:  udpTestNetwork,
-				Subnet:   subnet,
-				PublicIP: hn.Addr.Addr(),
-				Underlay: "eth0",
-			},
-			gateway: subnet.Addr().Next(),
-		}
-		// corral0 stands in for the overlay manager's bridge: it holds the
-		// subnet's .1, which is what the tests connect from and to.
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "corral0"}}
-		if err := h.LinkAdd(br); err != nil {
-			t.Fatal(err)
-		}
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(n.gateway.AsSlice()), Mask: net.CIDRMask(24, 32)}}
-		if err := h.AddrAdd(br, addr); err != nil {
-			t.Fatal(err)
-		}
-		if err := h.LinkSetUp(br); err != nil {
-			t.Fatal(err)
-		}
-
-		n.b = NewUDP(h, "").(*udpBackend)
+	for i, nn := range c.nodes {
+		n := &udpNode{ns: nn.ns, h: nn.h, local: nn.local(), gateway: nn.addr}
+		n.b = NewUDP(n.h, "").(*udpBackend)
 		t.Cleanup(func() {
 			if err := n.b.Close(); err != nil {
 				t.Errorf("closing %s's backend: %v", n.ns, err)
 			}
 		})
 		var data []byte
-		err = hostnet.Do(n.ns, func() error {
+		err := hostnet.Do(n.ns, func() error {
 			var err error
 			data, n.mtu, err = n.b.Start(n.local)
 			return err
@@ -643,7 +546,7 @@ func TestUDPStartFailures(t *testing.T) {
 		t.Error("second Start succeeded")
 	}
 
-	dev := "cu" + udpTestID(t)
+	dev := "cu-second" // inside the test's own namespace: no clash possible
 	// The port is taken by the running backend, so this one fails after
 	// creating its device, which it must then remove.
 	second := NewUDP(n.h, dev)
@@ -660,7 +563,7 @@ func TestUDPStartFailures(t *testing.T) {
 	}
 
 	for name, mutate := range map[string]func(*Local){
-		"unknown underlay":       func(l *Local) { l.Underlay = "nosuch" + udpTestID(t) },
+		"unknown underlay":       func(l *Local) { l.Underlay = "nosuch0" },
 		"subnet outside network": func(l *Local) { l.Subnet = netip.MustParsePrefix("10.9.1.0/24") },
 		"subnet is the network":  func(l *Local) { l.Subnet = l.Network },
 		"ipv6 public IP":         func(l *Local) { l.PublicIP = netip.MustParseAddr("fd00::1") },
