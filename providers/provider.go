@@ -6,6 +6,8 @@ package providers
 import (
 	"context"
 	"net/netip"
+
+	"github.com/corral-dev/corral/templates"
 )
 
 // NodeSpec is one node as provision wants it.
@@ -14,6 +16,11 @@ type NodeSpec struct {
 	IP      netip.Addr
 	DataDir string   // the node's own directory on the provisioning host
 	Args    []string // clusterd's command line, without the program name
+	// Boot is what the node boots with (files, units, clusterd's settings),
+	// for providers that install it on a machine rather than run clusterd
+	// from this host: ssh, and the cloud and bare-metal providers through
+	// their user data. The local provider runs Args and ignores it.
+	Boot *templates.Node
 }
 
 // Instance is one node as the provider sees it.
