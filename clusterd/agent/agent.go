@@ -78,18 +78,26 @@ func (a *Agent) follow(ctx context.Context) error {
 			}
 		}
 		a.apply(ctx, want)
-		w := a.Client.Watch(clientv3.WithRequireLeader(ctx), prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
-		select {
-		case r, ok := <-w:
-			if !ok {
-				return ctx.Err()
-			}
-			if err := r.Err(); err != nil {
-				return err
-			}
-		case <-ctx.Done():
-			return nil
+		if err := a.awaitChange(ctx, prefix, resp.Header.Revision+1); err != nil {
+			return err
 		}
+	}
+}
+
+// awaitChange returns once anything under prefix changes at or after rev.
+// The watch is cancelled on return: the next round opens its own, and a
+// watch left open would pile up one per change for the agent's lifetime.
+func (a *Agent) awaitChange(ctx context.Context, prefix string, rev int64) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	select {
+	case r, ok := <-a.Client.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev)):
+		if !ok {
+			return ctx.Err()
+		}
+		return r.Err()
+	case <-ctx.Done():
+		return nil
 	}
 }
 

@@ -2,6 +2,8 @@ package scheduler
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -46,7 +48,7 @@ func machines(n int, md map[int]string) []registry.Machine {
 }
 
 // snapshot submits instances of templates, all launched.
-func snapshot(t *testing.T, units map[string]string) *unitstore.Snapshot {
+func snapshot(t testing.TB, units map[string]string) *unitstore.Snapshot {
 	t.Helper()
 	s := &unitstore.Snapshot{Units: map[string]*unitstore.Unit{}, Assigned: map[string]map[string]unitstore.Assignment{}}
 	for name, src := range units {
@@ -174,5 +176,201 @@ func TestMovingUnitDoesNotDisplaceAnother(t *testing.T) {
 	}
 	if pl := p.placement["hello@2.service"]; pl.Machine != "" || !strings.Contains(pl.Reason, "Conflicts") {
 		t.Fatalf("hello@2 placement = %+v", pl)
+	}
+}
+
+// replacing is a plain unit that replaces the named units.
+func replacing(extra string, names ...string) string {
+	return "[Service]\nExecStart=/bin/sleep 1000\n[X-Fleet]\nReplaces=" + strings.Join(names, " ") + "\n" + extra
+}
+
+const plain = "[Service]\nExecStart=/bin/sleep 1000\n"
+
+// Replaces, as fleet had it: a unit with no home that replaces one takes
+// that unit's machine, the replaced unit moves to the least-loaded machine
+// left, and the two never share a machine.
+func TestReplaces(t *testing.T) {
+	ms := machines(3, map[int]string{3: "web"})
+	m1, m2, m3 := ms[0].ID, ms[1].ID, ms[2].ID
+	cases := []struct {
+		name     string
+		machines int               // the first n of ms
+		units    map[string]string // name → file
+		at       map[string]string // unit → the machine it is on now
+		want     map[string]string // unit → where it must be; "" for unscheduled
+		reason   map[string]string // unit → what its unscheduled reason must say
+	}{{
+		name:     "takes the replaced unit's machine, which moves to the least loaded",
+		machines: 3,
+		units:    map[string]string{"new.service": replacing("", "old.service"), "old.service": plain, "x.service": plain},
+		at:       map[string]string{"old.service": m2, "x.service": m1},
+		want:     map[string]string{"new.service": m2, "old.service": m3, "x.service": m1},
+	}, {
+		name:     "the replaced unit, with nowhere else to go, is unscheduled and says why",
+		machines: 1,
+		units:    map[string]string{"new.service": replacing("", "old.service"), "old.service": plain},
+		at:       map[string]string{"old.service": m1},
+		want:     map[string]string{"new.service": m1, "old.service": ""},
+		reason:   map[string]string{"old.service": "no machine fits: Replaces=old.service (of new.service) (1 of 1 machines)"},
+	}, {
+		name:     "a unit that has a home keeps it, and so does the unit it replaces",
+		machines: 2,
+		units:    map[string]string{"new.service": replacing("", "old.service"), "old.service": plain},
+		at:       map[string]string{"new.service": m1, "old.service": m2},
+		want:     map[string]string{"new.service": m1, "old.service": m2},
+	}, {
+		name:     "neither is placed yet: they never share a machine",
+		machines: 1,
+		units:    map[string]string{"new.service": replacing("", "old.service"), "old.service": plain},
+		want:     map[string]string{"new.service": m1, "old.service": ""},
+		reason:   map[string]string{"old.service": "Replaces=old.service (of new.service)"},
+	}, {
+		name:     "nor does the replacing unit go where the replaced one already is",
+		machines: 1,
+		units:    map[string]string{"z-new.service": replacing("", "a-old.service"), "a-old.service": plain},
+		want:     map[string]string{"a-old.service": m1, "z-new.service": ""},
+		reason:   map[string]string{"z-new.service": "no machine fits: Replaces=a-old.service (1 of 1 machines)"},
+	}, {
+		name:     "a unit on a machine gone for less than the grace period is not displaced",
+		machines: 2,
+		units:    map[string]string{"new.service": replacing("", "old.service"), "old.service": plain},
+		at:       map[string]string{"old.service": fmt.Sprintf("%032x", 9)},
+		want:     map[string]string{"new.service": m1, "old.service": fmt.Sprintf("%032x", 9)},
+	}, {
+		name:     "an instance of a template replaces the instance its %i names",
+		machines: 3,
+		units: map[string]string{
+			"new@1.service": replacing("", "old@%i.service"),
+			"old@1.service": plain, "old@2.service": plain,
+		},
+		at:   map[string]string{"old@1.service": m1, "old@2.service": m2},
+		want: map[string]string{"new@1.service": m1, "old@1.service": m3, "old@2.service": m2},
+	}, {
+		name:     "a machine that does not suit the replacing unit is not taken",
+		machines: 3,
+		units:    map[string]string{"new.service": replacing("MachineMetadata=role=web\n", "old.service"), "old.service": plain},
+		at:       map[string]string{"old.service": m1},
+		want:     map[string]string{"new.service": m3, "old.service": m1},
+	}, {
+		name:     "nor is one where a unit that stays conflicts with it",
+		machines: 2,
+		units: map[string]string{
+			"new.service": replacing("", "old.service"), "old.service": plain,
+			"guard.service": plain + "[X-Fleet]\nConflicts=new*\n",
+		},
+		at:   map[string]string{"old.service": m1, "guard.service": m1},
+		want: map[string]string{"new.service": m2, "old.service": m1, "guard.service": m1},
+	}, {
+		name:     "the replaced unit's sidekick follows it to its new machine",
+		machines: 2,
+		units: map[string]string{
+			"new.service": replacing("", "old.service"), "old.service": plain,
+			"old-sidekick.service": plain + "[X-Fleet]\nMachineOf=old.service\n",
+		},
+		at:   map[string]string{"old.service": m1, "old-sidekick.service": m1},
+		want: map[string]string{"new.service": m1, "old.service": m2, "old-sidekick.service": m2},
+	}, {
+		name:     "a glob is no unit name: the unit is refused as invalid",
+		machines: 1,
+		units:    map[string]string{"new@1.service": replacing("", "old@*"), "old@1.service": plain},
+		at:       map[string]string{"old@1.service": m1},
+		want:     map[string]string{"new@1.service": "", "old@1.service": m1},
+		reason:   map[string]string{"new@1.service": `invalid unit: line 5: Replaces: invalid unit name "old@*"`},
+	}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := snapshot(t, tc.units)
+			for name, m := range tc.at {
+				if s.Assigned[m] == nil {
+					s.Assigned[m] = map[string]unitstore.Assignment{}
+				}
+				s.Assigned[m][name] = unitstore.Assignment{Name: name, Hash: s.Units[name].File.Hash}
+			}
+			p := decide(s, ms[:tc.machines], nil)
+			at := placed(p)
+			for name, want := range tc.want {
+				if at[name] != want {
+					t.Errorf("%s on %q, want %q (placement %+v)", name, at[name], want, p.placement[name])
+				}
+				if want == "" && p.placement[name].Machine != "" {
+					t.Errorf("%s unplaced but its placement says %+v", name, p.placement[name])
+				}
+			}
+			for name, why := range tc.reason {
+				if got := p.placement[name].Reason; !strings.Contains(got, why) {
+					t.Errorf("%s: reason %q, want it to say %q", name, got, why)
+				}
+			}
+			// Never together, whatever else happened.
+			for name, u := range tc.units {
+				if !strings.Contains(u, "Replaces=") || at[name] == "" {
+					continue
+				}
+				for _, other := range placedBeside(at, name) {
+					if strings.Contains(u, "Replaces="+strings.TrimSuffix(other, ".service")) {
+						t.Errorf("%s shares %s with %s, which it replaces", name, at[name], other)
+					}
+				}
+			}
+		})
+	}
+}
+
+// placedBeside lists the units on the same machine as name.
+func placedBeside(at map[string]string, name string) []string {
+	var out []string
+	for other, m := range at {
+		if other != name && m == at[name] {
+			out = append(out, other)
+		}
+	}
+	return out
+}
+
+// The load index that picks the least-loaded machine agrees with the
+// assignments, whatever mix of units, lost machines and global units the
+// plan was made from: every live machine sits, once, in the bucket of its
+// load, and each bucket is in id order.
+func TestLoadIndexMatchesAssignments(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	kinds := []string{hello, sidekick, global, plain, plain + "[X-Fleet]\nMachineMetadata=role=web\n"}
+	for round := range 50 {
+		nm := 1 + rng.IntN(8)
+		ms := machines(nm, map[int]string{1: "web", 2: "database", 4: "database"})
+		units := map[string]string{}
+		for i := range 1 + rng.IntN(30) {
+			k := rng.IntN(len(kinds))
+			units[fmt.Sprintf("%s@%d.service", []string{"hello", "hello-sidekick", "db-monitor", "plain", "web"}[k], i%5)] = kinds[k]
+		}
+		s := snapshot(t, units)
+		gone := fmt.Sprintf("%032x", 99)
+		for name := range units {
+			if rng.IntN(3) == 0 {
+				m := gone
+				if rng.IntN(2) == 0 {
+					m = ms[rng.IntN(nm)].ID
+				}
+				if s.Assigned[m] == nil {
+					s.Assigned[m] = map[string]unitstore.Assignment{}
+				}
+				s.Assigned[m][name] = unitstore.Assignment{Name: name}
+			}
+		}
+		p := decide(s, ms, nil)
+		seen := map[string]bool{}
+		for load, ids := range p.byLoad {
+			if !slices.IsSorted(ids) {
+				t.Fatalf("round %d: bucket %d out of order: %v", round, load, ids)
+			}
+			for _, id := range ids {
+				if seen[id] || len(p.assign[id]) != load {
+					t.Fatalf("round %d: %s in bucket %d (seen before: %v), has %d units", round, id, load, seen[id], len(p.assign[id]))
+				}
+				seen[id] = true
+			}
+		}
+		if len(seen) != nm || seen[gone] {
+			t.Fatalf("round %d: index holds %d machines of %d (the lost one: %v)", round, len(seen), nm, seen[gone])
+		}
 	}
 }

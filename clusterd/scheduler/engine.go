@@ -83,7 +83,7 @@ func (e *Engine) lead(ctx context.Context) error {
 		}
 	}()
 	s := &scheduler{
-		client: e.Client, grace: e.Grace, log: e.Log, lost: map[string]time.Time{},
+		client: e.Client, grace: e.Grace, log: e.Log, lost: map[string]time.Time{}, fleets: newFleetCache(),
 		leader: clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev()),
 	}
 	err = s.loop(lctx)
@@ -102,6 +102,8 @@ type scheduler struct {
 	// lost records when a machine that still holds assignments was first
 	// seen gone; its units move once the grace period has passed.
 	lost map[string]time.Time
+	// fleets keeps the units' parsed [X-Fleet] sections between passes.
+	fleets *fleetCache
 }
 
 // loop reconciles on every change to units or machines, and when a lost
@@ -118,20 +120,52 @@ func (s *scheduler) loop(ctx context.Context) error {
 		if next > 0 {
 			timer = time.After(next)
 		}
+		if err := wait(ctx, changes, timer); err != nil {
+			return err
+		}
+	}
+}
+
+// wait returns once a change that matters has arrived, or the timer has
+// fired. Changes come in bursts (a `clusterctl start` of many units, a
+// machine's units moving), and a pass reads everything, so it also takes
+// every change that has arrived meanwhile: one pass answers them all.
+func wait(ctx context.Context, changes clientv3.WatchChan, timer <-chan time.Time) error {
+	take := func(resp clientv3.WatchResponse, ok bool) (bool, error) {
+		if !ok {
+			return false, fmt.Errorf("watch closed")
+		}
+		if err := resp.Err(); err != nil {
+			return false, err
+		}
+		return relevant(resp.Events), nil
+	}
+	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-timer:
+			return nil
 		case resp, ok := <-changes:
-			if !ok {
-				return fmt.Errorf("watch closed")
-			}
-			if err := resp.Err(); err != nil {
+			rel, err := take(resp, ok)
+			if err != nil {
 				return err
 			}
-			if !relevant(resp.Events) {
-				continue
+			for more := true; more; {
+				select {
+				case resp, ok := <-changes:
+					r, err := take(resp, ok)
+					if err != nil {
+						return err
+					}
+					rel = rel || r
+				default:
+					more = false
+				}
 			}
-		case <-timer:
+			if rel {
+				return nil
+			}
 		}
 	}
 }
@@ -188,19 +222,34 @@ func (s *scheduler) reconcile(ctx context.Context) (time.Duration, error) {
 		}
 		dead[m] = true
 	}
-	plan := decide(snap, machines, dead)
+	plan := decideWith(s.fleets, snap, machines, dead)
 	return next, s.write(ctx, snap, plan)
 }
 
+// Limits of one write transaction: etcd's default --max-txn-ops, and well
+// under its default --max-request-bytes (1.5 MiB).
+const (
+	maxTxnOps   = 128
+	maxTxnBytes = 1 << 20
+)
+
 // write applies the plan's differences from the snapshot, guarded by
-// leadership, in transactions small enough for etcd's limit.
+// leadership, in transactions small enough for etcd's limits. Unchanged
+// keys are not written.
 func (s *scheduler) write(ctx context.Context, snap *unitstore.Snapshot, p *plan) error {
-	var ops []clientv3.Op
+	var (
+		ops   []clientv3.Op
+		sizes []int
+	)
+	add := func(op clientv3.Op, size int) {
+		ops = append(ops, op)
+		sizes = append(sizes, len(op.KeyBytes())+size)
+	}
 	for m, units := range snap.Assigned {
 		for name, cur := range units {
 			want, ok := p.assign[m][name]
 			if !ok {
-				ops = append(ops, clientv3.OpDelete(unitstore.AssignKey(m, name)))
+				add(clientv3.OpDelete(unitstore.AssignKey(m, name)), 0)
 				s.log.Info("withdrawn", "unit", name, "machine", m)
 				continue
 			}
@@ -213,7 +262,7 @@ func (s *scheduler) write(ctx context.Context, snap *unitstore.Snapshot, p *plan
 		for name, a := range units {
 			a.Revision = snap.Revision
 			b, _ := json.Marshal(a)
-			ops = append(ops, clientv3.OpPut(unitstore.AssignKey(m, name), string(b)))
+			add(clientv3.OpPut(unitstore.AssignKey(m, name), string(b)), len(b))
 			s.log.Info("assigned", "unit", name, "machine", m, "desired", a.Desired)
 		}
 	}
@@ -221,14 +270,18 @@ func (s *scheduler) write(ctx context.Context, snap *unitstore.Snapshot, p *plan
 		want, ok := p.placement[name]
 		switch {
 		case !ok && u.Placement != nil:
-			ops = append(ops, clientv3.OpDelete(unitstore.PlacementPrefix+name))
+			add(clientv3.OpDelete(unitstore.PlacementPrefix+name), 0)
 		case ok && (u.Placement == nil || *u.Placement != want):
 			b, _ := json.Marshal(want)
-			ops = append(ops, clientv3.OpPut(unitstore.PlacementPrefix+name, string(b)))
+			add(clientv3.OpPut(unitstore.PlacementPrefix+name, string(b)), len(b))
 		}
 	}
 	for len(ops) > 0 {
-		n := min(len(ops), 100) // etcd allows 128 operations per transaction
+		n, bytes := 0, 0
+		for n < len(ops) && n < maxTxnOps && (n == 0 || bytes+sizes[n] <= maxTxnBytes) {
+			bytes += sizes[n]
+			n++
+		}
 		resp, err := s.client.Txn(ctx).If(s.leader).Then(ops[:n]...).Commit()
 		if err != nil {
 			return err
@@ -236,7 +289,7 @@ func (s *scheduler) write(ctx context.Context, snap *unitstore.Snapshot, p *plan
 		if !resp.Succeeded {
 			return fmt.Errorf("no longer the elected engine")
 		}
-		ops = ops[n:]
+		ops, sizes = ops[n:], sizes[n:]
 	}
 	return nil
 }
