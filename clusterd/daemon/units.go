@@ -13,18 +13,20 @@ import (
 	"github.com/corral-dev/corral/clusterd/agent"
 	"github.com/corral-dev/corral/clusterd/driver"
 	"github.com/corral-dev/corral/clusterd/driver/execdriver"
+	"github.com/corral-dev/corral/clusterd/driver/systemddriver"
 	"github.com/corral-dev/corral/clusterd/scheduler"
 	"github.com/corral-dev/corral/clusterd/unit"
 )
 
-// newDriver picks the unit driver: exec unless told otherwise. The systemd
-// driver (D-Bus) is for real nodes whose PID 1 is systemd.
+// newDriver picks the unit driver: systemd (over D-Bus) when PID 1 is
+// systemd, else exec, clusterd's own supervisor (containers, CI, the local
+// provider). Both give units the same base environment.
 func (n *Node) newDriver() (driver.Driver, error) {
 	kind := n.cfg.Driver
 	if kind == "" || kind == "auto" {
 		kind = "exec"
 		if systemdIsInit() {
-			n.cfg.Log.Warn("PID 1 is systemd, but this version has only the exec driver; units run under clusterd")
+			kind = "systemd"
 		}
 	}
 	switch kind {
@@ -35,8 +37,15 @@ func (n *Node) newDriver() (driver.Driver, error) {
 		}
 		d.Env = unitEnv(n.cfg.DataDir)
 		return d, nil
+	case "systemd":
+		d, err := systemddriver.New(systemddriver.Options{Log: n.cfg.Log})
+		if err != nil {
+			return nil, fmt.Errorf("%w (use --driver exec to run units under clusterd instead)", err)
+		}
+		d.Env = unitEnv(n.cfg.DataDir)
+		return d, nil
 	}
-	return nil, fmt.Errorf("clusterd: unit driver %q is not available; use --driver exec", kind)
+	return nil, fmt.Errorf("clusterd: unknown unit driver %q; use exec, systemd or auto", kind)
 }
 
 // unitEnvironment lets units call clusterctl (sidekicks announce services

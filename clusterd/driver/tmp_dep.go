@@ -1,3 +1,0 @@
-package driver
-
-import _ "github.com/coreos/go-systemd/v22/dbus"
