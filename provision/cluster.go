@@ -1,6 +1,8 @@
 // Package provision turns a cluster's HCL file into running machines and
 // back: up converges the cluster to the file, down removes all of it, status
-// shows what runs, env prints the settings clusterctl and etcdctl need.
+// shows what runs, env prints the settings clusterctl and etcdctl need, and
+// output prints the values the file's output blocks compute from the
+// cluster.
 package provision
 
 import (
@@ -30,6 +32,9 @@ type Options struct {
 	Out    io.Writer // progress and results
 	Err    io.Writer // diagnostics and warnings
 	Binary string    // the corral binary to run as clusterd; default: this one
+	// Inputs are the values of the file's variables: -var, -var-file and
+	// the CORRAL_VAR_ environment.
+	Inputs config.Inputs
 }
 
 // cluster is one HCL file's cluster, opened for a command.
@@ -54,7 +59,7 @@ func open(opts Options) (*cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, diags := config.Load(opts.File)
+	cfg, diags := config.Load(opts.File, opts.Inputs)
 	if diags != nil {
 		// Positions are printed as the user named the file.
 		diags.WriteTo(opts.Err)

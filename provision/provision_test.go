@@ -222,15 +222,27 @@ func TestConcurrentUpIsRefused(t *testing.T) {
 // Bad HCL: one clear diagnostic, exit 1, nothing created.
 func TestBadConfigCreatesNothing(t *testing.T) {
 	bin := clustertest.Binary(t)
-	cases := []struct{ name, src, want string }{
+	const valid = "cluster \"x\" {}\nprovider \"local\" {}\nnode_group \"core\" { desired_capacity = 1 }\n"
+	cases := []struct {
+		name, src, want string
+		args            []string // after up bad.hcl
+	}{
 		{"unknown block", "cluster \"x\" {}\nprovider \"local\" {}\nnode_group \"core\" { desired_capacity = 1 }\nfrobnicate {}\n",
-			"bad.hcl:4,1"},
+			"bad.hcl:4,1", nil},
 		{"wrong type", "cluster \"x\" {}\nprovider \"local\" {}\nnode_group \"core\" { desired_capacity = \"three\" }\n",
-			"bad.hcl:3,"},
+			"bad.hcl:3,", nil},
 		{"negative capacity", "cluster \"x\" {}\nprovider \"local\" {}\nnode_group \"core\" {\n  desired_capacity = -1\n}\n",
-			"desired_capacity must be 0 or more, got -1"},
+			"desired_capacity must be 0 or more, got -1", nil},
 		{"missing provider", "cluster \"x\" {}\nnode_group \"core\" { desired_capacity = 1 }\n",
-			"Missing provider block"},
+			"Missing provider block", nil},
+		{"cycle between locals", "locals {\n  a = local.b\n  b = local.a\n}\n" + valid,
+			"bad.hcl:2,3: Error: Cycle between local values", nil},
+		{"bad CIDR", "locals { s = cidrsubnet(\"10.0.0.0/24\", 10, 1) }\n" + valid,
+			"bad.hcl:1,14: Error: Error in function call", nil},
+		{"required variable", "variable \"n\" { type = number }\n" + valid,
+			"bad.hcl:1,1: Error: No value for required variable", nil},
+		{"undeclared -var", valid,
+			"<value for var.nope>:1,1: Error: Value for undeclared variable", []string{"-var", "nope=1"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -238,7 +250,7 @@ func TestBadConfigCreatesNothing(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "bad.hcl"), []byte(tc.src), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command(bin, "up", "bad.hcl")
+			cmd := exec.Command(bin, append([]string{"up", "bad.hcl"}, tc.args...)...)
 			cmd.Dir = dir
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr

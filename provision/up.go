@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -93,8 +94,32 @@ func Up(ctx context.Context, opts UpOptions) error {
 	fmt.Fprintf(out, "cluster %q is up: %d machines, %d etcd members (%.1fs)\n\n", c.cfg.Cluster.Name, len(ms), members, time.Since(start).Seconds())
 	self, ctl := invokedAs()
 	fmt.Fprintf(out, "Use it:\n  eval \"$(%s env %s)\"\n  %s list-machines\n  %s set /foo/bar hello --ttl 30\nRemove it:\n  %s down %s\n",
-		self, c.opts.File, ctl, ctl, self, c.opts.File)
+		self, fileArgs(c.opts), ctl, ctl, self, fileArgs(c.opts))
 	return nil
+}
+
+// fileArgs is the file and the -var and -var-file options this run was
+// given, for hints to paste: down and env need the same values. The
+// environment's CORRAL_VAR_ values are still set in the user's shell.
+func fileArgs(opts Options) string {
+	args := []string{shellQuote(opts.File)}
+	for _, f := range opts.Inputs.VarFiles {
+		args = append(args, "-var-file", shellQuote(f))
+	}
+	for _, v := range opts.Inputs.Vars {
+		args = append(args, "-var", shellQuote(v))
+	}
+	return strings.Join(args, " ")
+}
+
+var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_./=:,@%+-]+$`)
+
+// shellQuote quotes s for a POSIX shell, unless it needs none.
+func shellQuote(s string) string {
+	if shellSafe.MatchString(s) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // invokedAs returns how the user ran provision and how to run clusterctl

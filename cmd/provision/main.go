@@ -44,8 +44,8 @@ func run(name string, args []string) int {
 			return clusterctl.Main(ctx, args)
 		}),
 	)
-	code := execute(ctx, root, args)
-	return code
+	// Terraform's users type -var and -var-file with one dash.
+	return execute(ctx, root, provision.TerraformArgs(args))
 }
 
 // passThrough hands every argument after the subcommand to another CLI.

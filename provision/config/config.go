@@ -16,6 +16,12 @@
 //	  metadata         = { role = "web" }
 //	}
 //
+// Around those, the language of Terraform-style HCL: variable blocks set
+// with -var, -var-file and CORRAL_VAR_ inputs, locals, output blocks that
+// may also refer to the live cluster, and the functions users expect
+// (see functions.go). Every attribute is an expression over var, local and
+// those functions.
+//
 // Every problem is reported as an HCL diagnostic that points at the offending
 // block or attribute, and all of them are reported in one pass, so a user can
 // fix a file in one round trip.
@@ -25,12 +31,14 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/gocty"
 )
@@ -44,6 +52,16 @@ type Config struct {
 	Provider   Provider
 	NodeGroups []NodeGroup // in file order
 	Network    *Network    // nil: no overlay
+	Variables  []Variable  // in file order, with their values
+	// Locals are the values of the locals blocks, by name.
+	Locals  map[string]cty.Value
+	Outputs []Output // in file order; see EvalOutputs
+
+	// ctx is what the file's expressions were evaluated in; outputs are
+	// evaluated in it later. files are the parsed sources (the file, its
+	// var files and -var values), to show in diagnostics.
+	ctx   *hcl.EvalContext
+	files map[string]*hcl.File
 }
 
 // Cluster holds the cluster-wide settings.
@@ -123,6 +141,9 @@ var (
 			{Type: "provider", LabelNames: []string{"type"}},
 			{Type: "node_group", LabelNames: []string{"name"}},
 			{Type: "network"},
+			{Type: "variable", LabelNames: []string{"name"}},
+			{Type: "locals"},
+			{Type: "output", LabelNames: []string{"name"}},
 		},
 	}
 	clusterSchema = &hcl.BodySchema{
@@ -139,8 +160,9 @@ var (
 	}
 )
 
-// Load reads and parses the file at path. See Parse.
-func Load(path string) (*Config, *Diagnostics) {
+// Load reads and parses the file at path, with the variables' values from
+// in. See Parse.
+func Load(path string, in Inputs) (*Config, *Diagnostics) {
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return nil, &Diagnostics{Diags: hcl.Diagnostics{{
@@ -149,13 +171,14 @@ func Load(path string) (*Config, *Diagnostics) {
 			Detail:   err.Error(),
 		}}}
 	}
-	return Parse(src, path)
+	return Parse(src, path, in)
 }
 
-// Parse parses and validates src, naming it filename in diagnostics. The
-// Config is nil when there are errors. The Diagnostics are nil when there is
-// nothing at all to report.
-func Parse(src []byte, filename string) (*Config, *Diagnostics) {
+// Parse parses and validates src, naming it filename in diagnostics, with
+// the variables' values from in. Paths in file functions are relative to
+// filename's directory. The Config is nil when there are errors. The
+// Diagnostics are nil when there is nothing at all to report.
+func Parse(src []byte, filename string, in Inputs) (*Config, *Diagnostics) {
 	parser := hclparse.NewParser()
 	file, diags := parser.ParseHCL(src, filename)
 	if diags.HasErrors() {
@@ -163,7 +186,7 @@ func Parse(src []byte, filename string) (*Config, *Diagnostics) {
 		// would only add confusing follow-on errors.
 		return nil, newDiagnostics(diags, parser.Files())
 	}
-	cfg, more := decode(file.Body, filename, newEvalContext())
+	cfg, more := decode(file.Body, filename, in, parser)
 	diags = append(diags, more...)
 	if diags.HasErrors() {
 		cfg = nil
@@ -171,18 +194,45 @@ func Parse(src []byte, filename string) (*Config, *Diagnostics) {
 	return cfg, newDiagnostics(diags, parser.Files())
 }
 
-// newEvalContext builds the one context every expression is evaluated in.
-// It is empty for now, so references and function calls are reported as
-// not allowed; variables, locals and functions will be added here.
-func newEvalContext() *hcl.EvalContext {
-	return &hcl.EvalContext{}
+// evaluate works out the language around the cluster's blocks: the
+// variables' values, then the locals, into the context every other
+// expression is evaluated in; and it checks the outputs.
+func evaluate(content *hcl.BodyContent, filename string, in Inputs, parser *hclparse.Parser, cfg *Config) (*hcl.EvalContext, hcl.Diagnostics) {
+	ctx := &hcl.EvalContext{
+		Variables: map[string]cty.Value{},
+		Functions: functions(filepath.Dir(filename)),
+	}
+	vars, diags := decodeVariables(content.Blocks.OfType("variable"))
+	given, incomplete, d := collectInputs(in, vars, parser, filename)
+	diags = append(diags, d...)
+	for _, v := range vars {
+		diags = append(diags, v.resolve(given[v.Name], incomplete, ctx)...)
+		cfg.Variables = append(cfg.Variables, v.Variable)
+	}
+	ctx.Variables["var"] = varObject(vars)
+
+	locals, d := decodeLocals(content.Blocks.OfType("locals"))
+	diags = append(diags, d...)
+	diags = append(diags, evalLocals(locals, ctx)...)
+	if vals := ctx.Variables["local"].AsValueMap(); len(vals) > 0 {
+		cfg.Locals = make(map[string]cty.Value, len(vals))
+		for name, v := range vals {
+			cfg.Locals[name], _ = v.UnmarkDeep()
+		}
+	}
+
+	cfg.Outputs, d = decodeOutputs(content.Blocks.OfType("output"), ctx)
+	return ctx, append(diags, d...)
 }
 
 // decode turns the file's body into a Config, reporting every problem it
 // finds rather than stopping at the first.
-func decode(body hcl.Body, filename string, ctx *hcl.EvalContext) (*Config, hcl.Diagnostics) {
-	cfg := &Config{Filename: filename}
+func decode(body hcl.Body, filename string, in Inputs, parser *hclparse.Parser) (*Config, hcl.Diagnostics) {
+	cfg := &Config{Filename: filename, files: parser.Files()}
 	content, diags := body.Content(rootSchema)
+	ctx, d := evaluate(content, filename, in, parser, cfg)
+	diags = append(diags, d...)
+	cfg.ctx = ctx
 
 	var cluster, provider, network *hcl.Block
 	groups := make(map[string]*hcl.Block)
@@ -340,9 +390,16 @@ func decodeAttr(content *hcl.BodyContent, name string, ctx *hcl.EvalContext, tar
 	if !ok {
 		return nil, nil
 	}
-	val, diags := attr.Expr.Value(ctx)
+	val, diags := evalExpr(attr.Expr, ctx)
 	if diags.HasErrors() {
 		// The value is unknown; converting it would only add noise.
+		return nil, diags
+	}
+	// Sensitivity matters to outputs, not to the cluster's own settings.
+	val, _ = val.UnmarkDeep()
+	if !val.IsWhollyKnown() {
+		// It depends on a variable or local whose value failed, which is
+		// reported already: values are unknown only then.
 		return nil, diags
 	}
 	ty, err := gocty.ImpliedType(target)

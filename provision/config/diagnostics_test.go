@@ -18,7 +18,7 @@ func TestWriteTo(t *testing.T) {
 		`  metadata = { role = "" }`,
 		`}`,
 	)
-	_, diags := Parse(src, "file.hcl")
+	_, diags := Parse(src, "file.hcl", Inputs{})
 	var buf bytes.Buffer
 	n, err := diags.WriteTo(&buf)
 	if err != nil {
@@ -45,7 +45,7 @@ func TestWriteTo(t *testing.T) {
 }
 
 func TestError(t *testing.T) {
-	_, diags := Parse(lines(`cluster "c" { etcd_members = 2 }`, `provider "x" {}`), "file.hcl")
+	_, diags := Parse(lines(`cluster "c" { etcd_members = 2 }`, `provider "x" {}`), "file.hcl", Inputs{})
 	want := strings.Join([]string{
 		"file.hcl:1,30: Invalid etcd_members; etcd_members must be 1, 3, 5 or 7, got 2.",
 		`file.hcl:2,10: Unsupported provider "x"; supported: local`,

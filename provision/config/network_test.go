@@ -9,7 +9,7 @@ import (
 const networkBase = "cluster \"c\" {}\nprovider \"local\" {}\nnode_group \"core\" { desired_capacity = 1 }\n"
 
 func TestNetworkBlock(t *testing.T) {
-	cfg, diags := Parse([]byte(networkBase+"network {\n  cidr = \"10.1.0.0/16\"\n}\n"), "n.hcl")
+	cfg, diags := Parse([]byte(networkBase+"network {\n  cidr = \"10.1.0.0/16\"\n}\n"), "n.hcl", Inputs{})
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
 	}
@@ -27,14 +27,14 @@ func TestNetworkBlock(t *testing.T) {
   bridge = "docker0"
   ip_masq = false
 }
-`), "n.hcl")
+`), "n.hcl", Inputs{})
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
 	}
 	if n := cfg.Network; n.SubnetLen != 26 || n.Backend != "udp" || n.Port != 9999 || n.Bridge != "docker0" || n.IPMasq {
 		t.Fatalf("network = %+v", n)
 	}
-	if cfg, _ := Parse([]byte(networkBase), "n.hcl"); cfg.Network != nil {
+	if cfg, _ := Parse([]byte(networkBase), "n.hcl", Inputs{}); cfg.Network != nil {
 		t.Fatal("a file without a network block has an overlay")
 	}
 }
@@ -51,12 +51,12 @@ func TestNetworkErrors(t *testing.T) {
 		{`subnet_len = 24`, `"cidr" is required`},
 	}
 	for _, tc := range cases {
-		_, diags := Parse([]byte(networkBase+"network {\n  "+tc.body+"\n}\n"), "n.hcl")
+		_, diags := Parse([]byte(networkBase+"network {\n  "+tc.body+"\n}\n"), "n.hcl", Inputs{})
 		if !diags.HasErrors() || len(diags.Diags) != 1 || !strings.Contains(diags.Error(), tc.want) {
 			t.Errorf("%q: want one error with %q, got %v", tc.body, tc.want, diags.Error())
 		}
 	}
-	_, diags := Parse([]byte(networkBase+"network { cidr = \"10.1.0.0/16\" }\nnetwork { cidr = \"10.2.0.0/16\" }\n"), "n.hcl")
+	_, diags := Parse([]byte(networkBase+"network { cidr = \"10.1.0.0/16\" }\nnetwork { cidr = \"10.2.0.0/16\" }\n"), "n.hcl", Inputs{})
 	if !strings.Contains(diags.Error(), "Duplicate network block") {
 		t.Errorf("two network blocks: %v", diags.Error())
 	}
