@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Where Corral puts things on a node. Both formats write the same paths.
@@ -145,13 +146,33 @@ func (n Node) clusterdArgs() []string {
 	return args
 }
 
-// clusterdService is clusterd.service. It waits for the network to be up
-// (clusterd binds its address at start), restarts forever (a node that
-// can't reach its servers yet must keep trying) and, with the exec driver,
-// leaves the units it supervises running when it restarts, as clusterd
-// re-adopts them.
-func (n Node) clusterdService() string {
+// service is how clusterd.service runs clusterd: it waits for the network
+// to be up (clusterd binds its address at start), restarts forever (a node
+// that can't reach its servers yet must keep trying), and finds the node's
+// address first when the node has none.
+func (n Node) service() Service {
 	c := n.Clusterd
+	s := Service{
+		EnvironmentFiles: []string{envPath},
+		ExecStart:        append([]string{binaryPath}, n.clusterdArgs()...),
+		RestartSec:       5 * time.Second,
+		// etcd keeps many files open; systemd's default soft limit is 1024.
+		LimitNOFILE: 65536,
+	}
+	if !c.IP.IsValid() {
+		// systemd reads environment files afresh for each command it
+		// starts, so ExecStart sees what ExecStartPre wrote.
+		s.ExecStartPre = [][]string{append([]string{detectIPPath, ipEnvPath}, detectTarget(c.Servers)...)}
+		s.EnvironmentFiles = append(s.EnvironmentFiles, "-"+ipEnvPath)
+	}
+	return s
+}
+
+// clusterdService is clusterd.service, written from service(). With the
+// exec driver, it leaves the units clusterd supervises running when
+// clusterd restarts, as clusterd re-adopts them.
+func (n Node) clusterdService() string {
+	s := n.service()
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by Corral for node %s of cluster %s.\n", n.clusterdName(), n.Cluster)
 	b.WriteString("[Unit]\n")
@@ -159,22 +180,23 @@ func (n Node) clusterdService() string {
 	b.WriteString("Wants=network-online.target\n")
 	b.WriteString("After=network-online.target\n")
 	b.WriteString("\n[Service]\n")
-	b.WriteString("EnvironmentFile=" + envPath + "\n")
-	if !c.IP.IsValid() {
-		// systemd reads environment files afresh for each command it
-		// starts, so ExecStart sees what ExecStartPre wrote.
-		b.WriteString("ExecStartPre=" + execLine(append([]string{detectIPPath, ipEnvPath}, detectTarget(c.Servers)...)) + "\n")
-		b.WriteString("EnvironmentFile=-" + ipEnvPath + "\n")
+	// The first environment file comes before the commands that write the
+	// others, as the unit has always been laid out.
+	b.WriteString("EnvironmentFile=" + s.EnvironmentFiles[0] + "\n")
+	for _, pre := range s.ExecStartPre {
+		b.WriteString("ExecStartPre=" + execLine(pre) + "\n")
 	}
-	b.WriteString("ExecStart=" + binaryPath)
-	for _, a := range n.clusterdArgs() {
+	for _, f := range s.EnvironmentFiles[1:] {
+		b.WriteString("EnvironmentFile=" + f + "\n")
+	}
+	b.WriteString("ExecStart=" + execWord(s.ExecStart[0]))
+	for _, a := range s.ExecStart[1:] {
 		b.WriteString(" \\\n  " + execWord(a))
 	}
 	b.WriteString("\nRestart=always\n")
-	b.WriteString("RestartSec=5s\n")
-	// etcd keeps many files open; systemd's default soft limit is 1024.
-	b.WriteString("LimitNOFILE=65536\n")
-	if c.Driver == "exec" {
+	fmt.Fprintf(&b, "RestartSec=%s\n", s.RestartSec)
+	fmt.Fprintf(&b, "LimitNOFILE=%d\n", s.LimitNOFILE)
+	if n.Clusterd.Driver == "exec" {
 		b.WriteString("KillMode=process\n")
 	}
 	b.WriteString("\n[Install]\n")
