@@ -258,7 +258,7 @@ func (d *Driver) Start(ctx context.Context, name string, f *unit.File) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
-	content := withEnv(f, d.Env).Bytes()
+	content := withEnv(literalPercent(f), d.Env).Bytes()
 	unlock, err := d.locks.lock(ctx, name)
 	if err != nil {
 		return err

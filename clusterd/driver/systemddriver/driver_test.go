@@ -328,6 +328,21 @@ ExecStart=/usr/bin/env
 	}
 }
 
+// The agent hands the driver units whose specifiers it has expanded: a '%'
+// left in them is literal, and systemd must not expand it again.
+func TestLiteralPercent(t *testing.T) {
+	_, d := boot(t)
+	start(t, d, "percent.service", `[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/echo 100% done, %n stays
+`)
+	out := waitJournal(t, d, "percent.service", "done")
+	if !strings.Contains(out, "100% done, %n stays\n") {
+		t.Errorf("the unit printed %q, want the '%%' signs as written", out)
+	}
+}
+
 func TestTakeOver(t *testing.T) {
 	in, d := boot(t)
 	start(t, d, "hello.service", hello)

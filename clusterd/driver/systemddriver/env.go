@@ -9,6 +9,22 @@ import (
 	"github.com/corral-dev/corral/clusterd/unit"
 )
 
+// literalPercent returns a copy of f with every '%' doubled. The agent hands
+// drivers units with Corral's specifiers (%i, %n, %m, %H …) already
+// expanded, %% already made '%', so every '%' left is literal; systemd would
+// expand it again (a unit's "100%%" would reach systemd as "100%" and fail).
+// Specifiers Corral does not know (%t, %h) are therefore literal under the
+// systemd driver as under exec: a unit means the same on either.
+func literalPercent(f *unit.File) *unit.File {
+	f = f.Clone()
+	for _, s := range f.Sections {
+		for _, o := range s.Options {
+			o.Value = strings.ReplaceAll(o.Value, "%", "%%")
+		}
+	}
+	return f
+}
+
 // withEnv returns a copy of f whose [Service] section begins with an
 // Environment= line for each of env, in key order (so that the file, and
 // its hash, do not change from one Start to the next). systemd applies
