@@ -55,6 +55,7 @@ ETCDCTL_KEY), else on a node from ` + NodeEnvFile + `.`,
 	root.AddCommand(machinesCommand(conn.connect), healthCommand(conn.connect), memberCommand(conn.connect), netCommand(conn))
 	root.AddCommand(KVCommands(conn.connect)...)
 	root.AddCommand(unitCommands(conn)...)
+	root.AddCommand(sshCommand(conn))
 	return root
 }
 
@@ -161,7 +162,9 @@ func Main(ctx context.Context, args []string) int {
 	}
 	var ee *ExitError
 	if errors.As(err, &ee) {
-		fmt.Fprintln(cmd.ErrOrStderr(), err.Error())
+		if !errors.Is(err, errRemoteStatus) { // ssh: the status says it
+			fmt.Fprintln(cmd.ErrOrStderr(), err.Error())
+		}
 		return ee.Code
 	}
 	fmt.Fprintln(cmd.ErrOrStderr(), "Error:", err.Error())

@@ -102,21 +102,7 @@ func TestHelloWorkflow(t *testing.T) {
 	if len(machines) != 3 {
 		t.Fatalf("Conflicts=hello@* not honoured: hellos on %v", machines)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for {
-		resp, err := c.Admin.Get(ctx, "/services/hello/", clientv3.WithPrefix())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(resp.Kvs) == 3 {
-			break
-		}
-		<-c.Admin.Watch(ctx, "/services/hello/", clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
-		if ctx.Err() != nil {
-			t.Fatal("the sidekicks did not announce their hellos")
-		}
-	}
+	waitKeys(t, c, "/services/hello/", "the sidekicks' announcements of their hellos", func(kv map[string]string) bool { return len(kv) == 3 })
 	out, _, code := c.Ctl("list-units")
 	if code != 0 || strings.Count(out, "active   running") != 6 {
 		t.Fatalf("list-units:\n%s", out)

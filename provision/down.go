@@ -34,11 +34,14 @@ func Down(ctx context.Context, opts Options) error {
 	// and at once (a clean etcd shutdown without quorum waits out timeouts).
 	p.Grace = -1
 	var wg sync.WaitGroup
+	var outMu sync.Mutex // Out is any writer, not one safe for concurrent use
 	errs := make([]error, len(found))
 	for i, inst := range found {
 		wg.Go(func() {
 			if errs[i] = p.Terminate(ctx, inst.Name); errs[i] == nil {
+				outMu.Lock()
 				fmt.Fprintf(c.opts.Out, "  - %s removed\n", inst.Name)
+				outMu.Unlock()
 			}
 		})
 	}
