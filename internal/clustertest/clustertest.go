@@ -15,14 +15,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/corral-dev/corral/clusterd/registry"
 	"github.com/corral-dev/corral/clusterd/store"
+	"github.com/corral-dev/corral/internal/corralbin"
 	"github.com/corral-dev/corral/internal/hostnet"
 	"github.com/corral-dev/corral/providers/local"
 	"github.com/corral-dev/corral/provision"
@@ -30,43 +29,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-var (
-	buildOnce sync.Once
-	built     string
-	buildErr  error
-)
-
 // Binary returns the corral binary under test: $CORRAL_BIN (what `make
 // test` builds), or one built once for this test process.
-func Binary(t testing.TB) string {
-	t.Helper()
-	if b := os.Getenv("CORRAL_BIN"); b != "" {
-		return b
-	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "corral-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		// Readable by all: some tests run it as an unprivileged user.
-		if buildErr = os.Chmod(dir, 0o755); buildErr != nil {
-			return
-		}
-		built = filepath.Join(dir, "provision")
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		cmd := exec.Command("go", "build", "-p", "2", "-o", built, "./cmd/provision")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building corral: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return built
-}
+func Binary(t testing.TB) string { return corralbin.Path(t) }
 
 // RequireRoot fails the test (never skips it) when namespaces can't be made:
 // CI runs as root, and a suite that silently skips proves nothing.

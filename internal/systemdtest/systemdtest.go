@@ -42,7 +42,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -50,6 +49,8 @@ import (
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
+
+	"github.com/corral-dev/corral/internal/sdbus"
 )
 
 // Systemd is the binary Boot runs (Debian's systemd package).
@@ -306,36 +307,8 @@ func Dial(ctx context.Context, socket string) (*sddbus.Conn, error) {
 	return sddbus.NewConnection(func() (*dbus.Conn, error) { return DialBus(ctx, socket) })
 }
 
-// DialBus connects to a systemd manager's private bus at socket, as root,
-// and makes sure the manager reads what comes on the connection: systemd
-// 252 leaves a message that arrives together with the end of the
-// authentication unread until more data comes (most first calls, in these
-// tests), so an unanswered Ping is followed by another, which gets both
-// read. The driver does the same.
-func DialBus(ctx context.Context, socket string) (*dbus.Conn, error) {
-	c, err := dbus.Dial("unix:path="+socket, dbus.WithContext(ctx))
-	if err != nil {
-		return nil, err
-	}
-	if err := c.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
-		c.Close()
-		return nil, err
-	}
-	obj := c.Object("org.freedesktop.systemd1", "/org/freedesktop/systemd1")
-	for range 50 {
-		pctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-		err = obj.CallWithContext(pctx, "org.freedesktop.DBus.Peer.Ping", 0).Err
-		cancel()
-		if !errors.Is(err, context.DeadlineExceeded) {
-			break
-		}
-	}
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	return c, nil
-}
+// DialBus connects to a systemd manager's private bus at socket, as root.
+func DialBus(ctx context.Context, socket string) (*dbus.Conn, error) { return sdbus.Dial(ctx, socket) }
 
 // makeCgroups makes a cgroup called name under this process's cgroup in
 // every cgroup hierarchy mounted here and returns their directories (those

@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -21,46 +19,12 @@ import (
 	"github.com/corral-dev/corral/bootstrap/pki"
 	"github.com/corral-dev/corral/clusterd/registry"
 	"github.com/corral-dev/corral/clusterd/store"
+	"github.com/corral-dev/corral/internal/corralbin"
 	"github.com/corral-dev/corral/providers"
 	"github.com/corral-dev/corral/templates"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
-
-var (
-	buildOnce sync.Once
-	built     string
-	buildErr  error
-)
-
-// corralBinary is the binary under test: $CORRAL_BIN (what `make test`
-// builds), or one built once for this test process (as
-// internal/clustertest does, which this package does not import: it
-// brings all of provision along).
-func corralBinary(t *testing.T) string {
-	t.Helper()
-	if b := os.Getenv("CORRAL_BIN"); b != "" {
-		return b
-	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "corral-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		built = filepath.Join(dir, "provision")
-		_, file, _, _ := runtime.Caller(0)
-		cmd := exec.Command("go", "build", "-p", "2", "-o", built, "./cmd/provision")
-		cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building corral: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return built
-}
 
 func sha512File(t *testing.T, path string) string {
 	t.Helper()
@@ -83,7 +47,7 @@ func sha512File(t *testing.T, path string) string {
 // Terminate removes clusterd and everything installed.
 func TestCluster(t *testing.T) {
 	start := time.Now()
-	bin := corralBinary(t)
+	bin := corralbin.Path(t)
 	sum := sha512File(t, bin)
 	tn := newTestNet(t)
 	makeMountpoints(t)

@@ -27,7 +27,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +36,7 @@ import (
 
 	"github.com/corral-dev/corral/clusterd/driver"
 	"github.com/corral-dev/corral/clusterd/unit"
+	"github.com/corral-dev/corral/internal/sdbus"
 )
 
 var (
@@ -162,7 +162,7 @@ func (d *Driver) path(elem ...string) string {
 
 // dial connects to the manager and subscribes to its units' changes.
 func (d *Driver) dial() (*sddbus.Conn, error) {
-	c, err := sddbus.NewConnection(func() (*dbus.Conn, error) { return dialBus(d.socket) })
+	c, err := sddbus.NewConnection(func() (*dbus.Conn, error) { return sdbus.Dial(context.Background(), d.socket) })
 	if err != nil {
 		return nil, fmt.Errorf("systemddriver: connecting to systemd at %s: %w", d.socket, err)
 	}
@@ -170,42 +170,6 @@ func (d *Driver) dial() (*sddbus.Conn, error) {
 	if err := c.Subscribe(); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("systemddriver: subscribing to systemd's signals: %w", err)
-	}
-	return c, nil
-}
-
-// dialBus connects to the manager's private socket, as go-systemd does but
-// with a socket of our choosing, and makes sure the manager reads what
-// comes on the connection.
-func dialBus(socket string) (*dbus.Conn, error) {
-	c, err := dbus.Dial("unix:path=" + socket)
-	if err != nil {
-		return nil, err
-	}
-	// EXTERNAL with the uid as a number, as go-systemd does, so that no user
-	// database lookup is needed. No Hello: there is no bus daemon on the
-	// private socket.
-	if err := c.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
-		c.Close()
-		return nil, err
-	}
-	// systemd 252 leaves a message that arrives together with the end of
-	// the authentication unread until more data comes: most first calls in
-	// the tests, and go-systemd's first call (AddMatch) would hang until
-	// the manager had other business. An unanswered Ping is followed by
-	// another, which gets both read.
-	obj := c.Object("org.freedesktop.systemd1", "/org/freedesktop/systemd1")
-	for range 50 {
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		err = obj.CallWithContext(ctx, "org.freedesktop.DBus.Peer.Ping", 0).Err
-		cancel()
-		if !errors.Is(err, context.DeadlineExceeded) {
-			break
-		}
-	}
-	if err != nil {
-		c.Close()
-		return nil, err
 	}
 	return c, nil
 }
