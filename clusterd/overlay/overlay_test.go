@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -253,15 +254,22 @@ func TestSameSubnetAfterRestart(t *testing.T) {
 func TestCleanupOnStop(t *testing.T) {
 	c := clustertest.Start(t, clustertest.Options{Nodes: 2, EtcdMembers: 1, Network: `cidr = "10.212.0.0/16"  backend = "vxlan"`})
 	ns := nodeNS(c, "core-2")
+	// The namespace may hold a short-lived child of clusterd's too (an
+	// iptables run), so pick clusterd by its command line.
 	pids, err := hostnet.PIDs(ns)
-	if err != nil || len(pids) != 1 {
-		t.Fatalf("core-2's processes: %v %v", pids, err)
-	}
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pids[0]))
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+	var args []string
+	for _, pid := range pids {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if a := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00"); err == nil && slices.Contains(a, "--data-dir") {
+			args = a
+		}
+	}
+	if args == nil {
+		t.Fatalf("no clusterd among core-2's processes %v", pids)
+	}
 	c.Kill("core-2")
 
 	cmd := exec.Command(c.Binary, append(args[1:], "--cleanup")...)
