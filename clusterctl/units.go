@@ -154,82 +154,22 @@ func findFile(arg string) (string, []byte, error) {
 	return "", nil, fmt.Errorf("unit %s: no file %s", name, path)
 }
 
-// waitDesired watches until each unit reaches its desired state, printing
+// waitDesired waits until each unit reaches its desired state, printing
 // fleet's line for each as it does.
 func waitDesired(ctx context.Context, cli *clientv3.Client, names []string, desired string, out io.Writer) error {
-	pending := map[string]bool{}
-	for _, n := range names {
-		pending[n] = true
-	}
-	for {
-		snap, ms, err := readUnits(ctx, cli)
-		if err != nil {
-			return err
+	var ms map[string]registry.Machine
+	return unitstore.Wait(ctx, cli, names, desired, func(_ *unitstore.Snapshot, name, machine string) {
+		if machine == "" {
+			fmt.Fprintf(out, "Unit %s %s\n", name, desired)
+			return
 		}
-		for _, name := range slices.Sorted(maps.Keys(pending)) {
-			u := snap.Units[name]
-			if u == nil {
-				continue
-			}
-			if line, ok := reached(u, snap, desired, ms); ok {
-				fmt.Fprintln(out, line)
-				delete(pending, name)
-			}
+		if _, ok := ms[machine]; !ok {
+			// Read again only for a machine not seen yet: the line then
+			// shows the address of a machine that just joined.
+			ms, _ = machineIndex(ctx, cli)
 		}
-		if len(pending) == 0 {
-			return nil
-		}
-		w := cli.Watch(ctx, unitstore.Prefix, clientv3.WithPrefix(), clientv3.WithRev(snap.Revision+1))
-		select {
-		case <-w:
-		case <-ctx.Done():
-			var why []string
-			for name := range pending {
-				if u := snap.Units[name]; u != nil && u.Placement != nil && u.Placement.Reason != "" {
-					why = append(why, name+": "+u.Placement.Reason)
-				} else {
-					why = append(why, name+": waiting")
-				}
-			}
-			slices.Sort(why)
-			return fmt.Errorf("timed out waiting for %s: %s", desired, strings.Join(why, "; "))
-		}
-	}
-}
-
-// reached reports whether u is in the desired state, with fleet's line.
-func reached(u *unitstore.Unit, snap *unitstore.Snapshot, desired string, ms map[string]registry.Machine) (string, bool) {
-	switch desired {
-	case unitstore.Inactive:
-		for _, units := range snap.Assigned {
-			if _, ok := units[u.File.Name]; ok {
-				return "", false
-			}
-		}
-		return fmt.Sprintf("Unit %s inactive", u.File.Name), true
-	case unitstore.Loaded:
-		for m, units := range snap.Assigned {
-			if a, ok := units[u.File.Name]; ok && a.Desired == unitstore.Loaded && !running(u, m) {
-				return fmt.Sprintf("Unit %s loaded on %s", u.File.Name, target(m, ms)), true
-			}
-		}
-	case unitstore.Launched:
-		for m, units := range snap.Assigned {
-			if _, ok := units[u.File.Name]; ok && running(u, m) {
-				return fmt.Sprintf("Unit %s launched on %s", u.File.Name, target(m, ms)), true
-			}
-		}
-	}
-	return "", false
-}
-
-func running(u *unitstore.Unit, machine string) bool {
-	for _, st := range u.States {
-		if st.Machine == machine && st.Active == "active" {
-			return true
-		}
-	}
-	return false
+		fmt.Fprintf(out, "Unit %s %s on %s\n", name, desired, target(machine, ms))
+	})
 }
 
 // readUnits reads the units and the machines they refer to.
@@ -306,7 +246,7 @@ func listUnitFilesCommand(conn *connection) *cobra.Command {
 				for m, units := range snap.Assigned {
 					if _, ok := units[name]; ok {
 						state, tgt = unitstore.Loaded, target(m, ms)
-						if running(u, m) {
+						if u.Running(m) {
 							state = unitstore.Launched
 						}
 					}

@@ -241,6 +241,8 @@ func TestBadConfigCreatesNothing(t *testing.T) {
 			"bad.hcl:1,14: Error: Error in function call", nil},
 		{"required variable", "variable \"n\" { type = number }\n" + valid,
 			"bad.hcl:1,1: Error: No value for required variable", nil},
+		{"service file missing", valid + "service \"web.service\" { source = \"units/nope.service\" }\n",
+			"bad.hcl:4,34: Error: Unit file not found", nil},
 		{"undeclared -var", valid,
 			"<value for var.nope>:1,1: Error: Value for undeclared variable", []string{"-var", "nope=1"}},
 	}

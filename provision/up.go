@@ -85,6 +85,10 @@ func Up(ctx context.Context, opts UpOptions) error {
 	if err := c.ensureNetwork(ctx, opts.Timeout); err != nil {
 		return err
 	}
+	// Services last: units need the machines, and the overlay if any.
+	if err := c.ensureServices(ctx, opts.Timeout); err != nil {
+		return err
+	}
 	members := 0
 	for _, m := range ms {
 		if m.Member {

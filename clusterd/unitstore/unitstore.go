@@ -14,6 +14,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -194,3 +196,143 @@ func AssignKey(machine, unit string) string { return AssignPrefix + machine + "/
 
 // StateKey is the key of one reported state.
 func StateKey(machine, unit string) string { return StatePrefix + machine + "/" + unit }
+
+// Running reports whether the agent on machine reports u active.
+func (u *Unit) Running(machine string) bool {
+	for _, st := range u.States {
+		if st.Machine == machine && st.Active == "active" {
+			return true
+		}
+	}
+	return false
+}
+
+// Reached reports whether u is in the desired state: for loaded and
+// launched, also the machine it is in that state on ("" for inactive).
+func (s *Snapshot) Reached(u *Unit, desired string) (machine string, ok bool) {
+	switch desired {
+	case Inactive:
+		for _, units := range s.Assigned {
+			if _, ok := units[u.File.Name]; ok {
+				return "", false
+			}
+		}
+		return "", true
+	case Loaded:
+		for m, units := range s.Assigned {
+			if a, ok := units[u.File.Name]; ok && a.Desired == Loaded && !u.Running(m) {
+				return m, true
+			}
+		}
+	case Launched:
+		for m, units := range s.Assigned {
+			if _, ok := units[u.File.Name]; ok && u.Running(m) {
+				return m, true
+			}
+		}
+	}
+	return "", false
+}
+
+// Pending says why u has not reached a state yet, for timeout errors: the
+// engine's reason when it fits nowhere, else what its agents report.
+func (s *Snapshot) Pending(name string) string {
+	u := s.Units[name]
+	switch {
+	case u == nil || u.File.Hash == "":
+		return "not submitted"
+	case u.Placement != nil && u.Placement.Reason != "":
+		return "unscheduled: " + u.Placement.Reason
+	case len(u.States) > 0:
+		var states []string
+		for _, st := range u.States {
+			states = append(states, fmt.Sprintf("%s (%s) on %.8s", st.Active, st.Sub, st.Machine))
+		}
+		slices.Sort(states)
+		return strings.Join(states, ", ")
+	case u.Placement != nil && u.Placement.Machine != "":
+		return fmt.Sprintf("placed on %.8s, no state reported yet", u.Placement.Machine)
+	}
+	return "waiting to be scheduled"
+}
+
+// Wait watches the unit records until each of names reaches desired,
+// calling reached (which may be nil) for each as it does, in name order
+// within one read. When ctx ends first, the error names every unit still
+// pending and why (see Pending), so a timeout is never just "timed out".
+func Wait(ctx context.Context, c *clientv3.Client, names []string, desired string, reached func(snap *Snapshot, name, machine string)) error {
+	pending := map[string]bool{}
+	for _, n := range names {
+		pending[n] = true
+	}
+	for {
+		snap, err := Read(ctx, c)
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("timed out waiting for %s: %s", desired, strings.Join(slices.Sorted(maps.Keys(pending)), ", "))
+			}
+			return err
+		}
+		for _, name := range slices.Sorted(maps.Keys(pending)) {
+			u := snap.Units[name]
+			if u == nil || (u.File.Hash == "" && desired != Inactive) {
+				continue
+			}
+			if m, ok := snap.Reached(u, desired); ok {
+				if reached != nil {
+					reached(snap, name, m)
+				}
+				delete(pending, name)
+			}
+		}
+		if len(pending) == 0 {
+			return nil
+		}
+		if !watchAfter(ctx, c, snap.Revision) {
+			var why []string
+			for name := range pending {
+				why = append(why, name+": "+snap.Pending(name))
+			}
+			slices.Sort(why)
+			return fmt.Errorf("timed out waiting for %s: %s", desired, strings.Join(why, "; "))
+		}
+	}
+}
+
+// watchAfter blocks until a unit record changes after rev, and reports
+// false when ctx ends first. Each watch is cancelled on return, so a long
+// wait does not pile up watchers on the server.
+func watchAfter(ctx context.Context, c *clientv3.Client, rev int64) bool {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	select {
+	case <-c.Watch(wctx, Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1)):
+		return ctx.Err() == nil
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// WaitGone watches until no machine holds or reports the unit any more:
+// after Destroy, its agent has stopped it. A unit of the same name
+// submitted after that starts afresh, never racing the old copy.
+func WaitGone(ctx context.Context, c *clientv3.Client, name string) error {
+	for {
+		snap, err := Read(ctx, c)
+		if err != nil {
+			return err
+		}
+		_, unassigned := snap.Reached(&Unit{File: UnitFile{Name: name}}, Inactive)
+		u := snap.Units[name]
+		if unassigned && (u == nil || len(u.States) == 0) {
+			return nil
+		}
+		if !watchAfter(ctx, c, snap.Revision) {
+			why := "still assigned"
+			if u != nil && len(u.States) > 0 {
+				why = snap.Pending(name)
+			}
+			return fmt.Errorf("timed out waiting for %s to stop: %s", name, why)
+		}
+	}
+}

@@ -16,6 +16,9 @@
 //	  metadata         = { role = "web" }
 //	}
 //
+// Optional service blocks name units that up submits and starts through
+// clusterd once the nodes are up (see services.go).
+//
 // Around those, the language of Terraform-style HCL: variable blocks set
 // with -var, -var-file and CORRAL_VAR_ inputs, locals, output blocks that
 // may also refer to the live cluster, and the functions users expect
@@ -56,6 +59,9 @@ type Config struct {
 	// Locals are the values of the locals blocks, by name.
 	Locals  map[string]cty.Value
 	Outputs []Output // in file order; see EvalOutputs
+	// Services are the units up runs through clusterd, in file order;
+	// see Units.
+	Services []Service
 
 	// ctx is what the file's expressions were evaluated in; outputs are
 	// evaluated in it later. files are the parsed sources (the file, its
@@ -144,6 +150,7 @@ var (
 			{Type: "variable", LabelNames: []string{"name"}},
 			{Type: "locals"},
 			{Type: "output", LabelNames: []string{"name"}},
+			{Type: "service", LabelNames: []string{"name"}},
 		},
 	}
 	clusterSchema = &hcl.BodySchema{
@@ -236,6 +243,7 @@ func decode(body hcl.Body, filename string, in Inputs, parser *hclparse.Parser) 
 
 	var cluster, provider, network *hcl.Block
 	groups := make(map[string]*hcl.Block)
+	services := make(map[string]*hcl.Block)
 	// capacityRanges[i] locates NodeGroups[i].DesiredCapacity, so provider
 	// limits on the total can point at the group that crosses them.
 	var capacityRanges []hcl.Range
@@ -275,6 +283,17 @@ func decode(body hcl.Body, filename string, in Inputs, parser *hclparse.Parser) 
 			groups[g.Name] = block
 			cfg.NodeGroups = append(cfg.NodeGroups, g)
 			capacityRanges = append(capacityRanges, capRange)
+		case "service":
+			// A duplicate is reported before its body is read: one
+			// diagnostic for it, not one per problem in a copy.
+			if first, ok := services[block.Labels[0]]; ok {
+				diags = append(diags, duplicate(block, first))
+				continue
+			}
+			services[block.Labels[0]] = block
+			s, d := decodeService(block, ctx, filepath.Dir(filename))
+			diags = append(diags, d...)
+			cfg.Services = append(cfg.Services, s)
 		}
 	}
 
@@ -439,7 +458,7 @@ func attrError(attr *hcl.Attribute, summary, detail string) *hcl.Diagnostic {
 // duplicate reports block as a repeat of first.
 func duplicate(block, first *hcl.Block) *hcl.Diagnostic {
 	what := block.Type + " block"
-	if block.Type == "node_group" {
+	if block.Type == "node_group" || block.Type == "service" {
 		what = fmt.Sprintf("%s %q", block.Type, block.Labels[0])
 	}
 	return &hcl.Diagnostic{

@@ -170,8 +170,8 @@ func TestErrors(t *testing.T) {
 		line int
 		want []string // in the summary or detail
 	}{
-		{"unknown block", lines(cluster, provider, group, `service "web" {}`),
-			4, []string{"Unsupported block type", "service"}},
+		{"unknown block", lines(cluster, provider, group, `frobnicate "web" {}`),
+			4, []string{"Unsupported block type", "frobnicate"}},
 		{"unknown cluster argument", lines(`cluster "c" {`, `  colour = "red"`, `}`, provider, group),
 			2, []string{"Unsupported argument", "colour"}},
 		{"unknown provider argument", lines(cluster, `provider "local" {`, `  region = "eu"`, `}`, group),

@@ -46,6 +46,27 @@ type State struct {
 	// Isolation is how the local provider separates nodes: "netns" or "loopback".
 	Isolation string `json:"isolation,omitempty"`
 	Nodes     []Node `json:"nodes"`
+	// Units are the units provision submitted for the file's service
+	// blocks, in the order it submitted them. up destroys only these, so
+	// a unit a user started by hand with clusterctl is never touched.
+	Units []Unit `json:"units,omitempty"`
+}
+
+// Unit is one unit provision submitted, with the hash of its content: a
+// different hash in the file later means a replace.
+type Unit struct {
+	Name string `json:"name"`
+	Hash string `json:"hash"`
+}
+
+// Unit returns the named unit, or nil.
+func (s *State) Unit(name string) *Unit {
+	for i := range s.Units {
+		if s.Units[i].Name == name {
+			return &s.Units[i]
+		}
+	}
+	return nil
 }
 
 // Node returns the named node, or nil.
