@@ -18,6 +18,8 @@ import (
 	"github.com/corral-dev/corral/internal/clustertest"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func without(name string) func([]registry.Machine) bool {
@@ -56,10 +58,7 @@ func TestMemberFailureAndRejoin(t *testing.T) {
 
 	c.Kill("core-3")
 	for i := range 10 {
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := c.Admin.Put(wctx, "/while-away", strings.Repeat("x", i+1))
-		cancel()
-		if err != nil {
+		if err := putRetrying(ctx, c.Admin, "/while-away", strings.Repeat("x", i+1)); err != nil {
 			t.Fatalf("write %d with one member dead: %v", i, err)
 		}
 	}
@@ -187,4 +186,24 @@ func TestPartitionedMemberReturns(t *testing.T) {
 	c.WaitMachines(30*time.Second, "core-2 to leave", without("core-2"))
 	c.Heal("core-2")
 	c.WaitMachines(60*time.Second, "core-2 to come back", with("core-2"))
+}
+
+// putRetrying writes key, trying again for up to 10s. The client may have
+// been talking to the member that died: a write it had sent fails with
+// Unavailable, and etcd's client does not resend a write that may have
+// landed. The quorum is still there, so the next try goes to a live member.
+func putRetrying(ctx context.Context, c *clientv3.Client, key, value string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		_, err := c.Put(ctx, key, value)
+		if err == nil || status.Code(err) != codes.Unavailable {
+			return err
+		}
+		select { // a pause between tries, not a wait for an event
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
