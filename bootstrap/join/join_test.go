@@ -12,12 +12,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/corral-dev/corral/bootstrap/pki"
+	"github.com/corral-dev/corral/internal/syncbuf"
 )
 
 // cluster is a CA and token, whose members the tests start.
@@ -41,9 +41,9 @@ func newCluster(t *testing.T) *cluster {
 
 // member is a running join endpoint.
 type member struct {
-	addr  string       // host:port
-	signs atomic.Int32 // sign requests received
-	log   lockedBuffer // what the handler logged
+	addr  string         // host:port
+	signs atomic.Int32   // sign requests received
+	log   syncbuf.Buffer // what the handler logged
 }
 
 // serve starts a member's join endpoint on real HTTPS, on ln or, if ln is
@@ -347,23 +347,4 @@ func TestHandlerRefusals(t *testing.T) {
 	if n := strings.Count(m.log.String(), "refused request"); n != 6 {
 		t.Errorf("%d refusals logged, want 6; log:\n%s", n, m.log.String())
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for a server goroutine to write while
-// the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

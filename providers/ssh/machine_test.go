@@ -2,7 +2,6 @@ package ssh
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/internal/hostnet"
+	"github.com/corral-dev/corral/internal/syncbuf"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -63,25 +63,8 @@ type machine struct {
 	holder *exec.Cmd
 	sshd   *exec.Cmd
 	sshdWG sync.WaitGroup
-	log    syncBuffer // sshd's log
+	log    syncbuf.Buffer // sshd's log
 	key    ssh.PublicKey
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // testNet is the bridge the machines hang off.

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 
 	"github.com/corral-dev/corral/clusterd/driver"
 	"github.com/corral-dev/corral/clusterd/unit"
+	"github.com/corral-dev/corral/internal/syncbuf"
 	"github.com/corral-dev/corral/internal/systemdtest"
 )
 
@@ -189,25 +189,6 @@ func TestStartJournalStop(t *testing.T) {
 	waitJournal(t, d, "hello.service", "hello")
 }
 
-// syncBuffer is a bytes.Buffer that Journal can write to while the test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestJournalFollow(t *testing.T) {
 	in, d := boot(t)
 	// The unit writes "later" once the test creates /run/go.
@@ -218,7 +199,7 @@ ExecStart=/bin/sh -c 'echo early; while [ ! -e /run/go ]; do sleep 0.05; done; e
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() { done <- d.Journal(ctx, "talk.service", 10, true, &out) }()
 	waitFor(t, "the journal to show early", func() bool { return strings.Contains(out.String(), "early") })
