@@ -29,7 +29,7 @@ func TestExamples(t *testing.T) {
 		if out, errOut, code := c.Ctl(append([]string{"start"}, examples("machine-announce.service")...)...); code != 0 {
 			t.Fatalf("start (exit %d): %s%s", code, out, errOut)
 		}
-		waitUnits(t, c, "machine-announce on all 4 machines", func(s *unitstore.Snapshot) bool {
+		c.WaitUnits("machine-announce on all 4 machines", func(s *unitstore.Snapshot) bool {
 			return len(activeOn(s, "machine-announce.service")) == 4
 		})
 		// Each copy announces its own machine, with its own id and hostname.
@@ -54,7 +54,7 @@ func TestExamples(t *testing.T) {
 		// and says why (which of the two got the machine is the engine's
 		// choice).
 		var running, waiting string
-		s := waitUnits(t, c, "one database running, the other unscheduled", func(s *unitstore.Snapshot) bool {
+		s := c.WaitUnits("one database running, the other unscheduled", func(s *unitstore.Snapshot) bool {
 			running, waiting = "", ""
 			for _, n := range dbs {
 				if len(activeOn(s, n)) == 1 {
@@ -84,7 +84,7 @@ func TestExamples(t *testing.T) {
 		}
 		// Active means ExecStartPre, the first render, is done: the file's
 		// directory exists, and the watch is starting.
-		s := waitUnits(t, c, "hello-lb active", func(s *unitstore.Snapshot) bool { return len(activeOn(s, "hello-lb.service")) == 1 })
+		s := c.WaitUnits("hello-lb active", func(s *unitstore.Snapshot) bool { return len(activeOn(s, "hello-lb.service")) == 1 })
 		lb := byID[activeOn(s, "hello-lb.service")[0]]
 		conf := filepath.Join(c.Dir().NodeDir(lb.Name), "hello-lb", "upstreams.conf")
 		upstream := func(i int) string {

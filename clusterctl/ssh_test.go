@@ -43,7 +43,7 @@ func TestSSH(t *testing.T) {
 	if out, errOut, code := c.Ctl(append([]string{"start"}, examples("hello@1.service")...)...); code != 0 {
 		t.Fatalf("start hello@1 (exit %d): %s%s", code, out, errOut)
 	}
-	s := waitUnits(t, c, "hello@1 active", func(s *unitstore.Snapshot) bool { return len(activeOn(s, "hello@1.service")) == 1 })
+	s := c.WaitUnits("hello@1 active", func(s *unitstore.Snapshot) bool { return len(activeOn(s, "hello@1.service")) == 1 })
 	ms := c.WaitMachines(time.Minute, "2 machines", func(ms []machine) bool { return len(ms) == 2 })
 	byID := machinesByID(ms)
 	helloM := byID[activeOn(s, "hello@1.service")[0]]

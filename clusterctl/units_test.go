@@ -32,28 +32,6 @@ func examples(names ...string) []string {
 	return out
 }
 
-// waitUnits watches the unit records until cond holds. The limit is
-// generous: CI runs several clusters at once on two cores.
-func waitUnits(t *testing.T, c *clustertest.Cluster, what string, cond func(*unitstore.Snapshot) bool) *unitstore.Snapshot {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	for {
-		snap, err := unitstore.Read(ctx, c.Admin)
-		if err != nil {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		if cond(snap) {
-			return snap
-		}
-		select {
-		case <-c.Admin.Watch(ctx, "/corral/", clientv3.WithPrefix(), clientv3.WithRev(snap.Revision+1)):
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v", what, ctx.Err())
-		}
-	}
-}
-
 // activeOn returns the machines reporting the unit active.
 func activeOn(s *unitstore.Snapshot, name string) []string {
 	var out []string
@@ -76,7 +54,7 @@ func startHello(t *testing.T, c *clustertest.Cluster) *unitstore.Snapshot {
 	if code != 0 || strings.Count(out, " launched on ") != 6 {
 		t.Fatalf("start (exit %d):\n%s%s", code, out, errOut)
 	}
-	return waitUnits(t, c, "six active units", func(s *unitstore.Snapshot) bool {
+	return c.WaitUnits("six active units", func(s *unitstore.Snapshot) bool {
 		for _, n := range helloUnits {
 			if len(activeOn(s, n)) != 1 {
 				return false
@@ -118,7 +96,7 @@ func TestHelloWorkflow(t *testing.T) {
 	if out, _, code := c.Ctl("destroy", "hello@3"); code != 0 || !strings.Contains(out, "Destroyed hello@3.service") {
 		t.Fatalf("destroy: %s", out)
 	}
-	waitUnits(t, c, "hello@3 gone", func(s *unitstore.Snapshot) bool { return len(activeOn(s, "hello@3.service")) == 0 })
+	c.WaitUnits("hello@3 gone", func(s *unitstore.Snapshot) bool { return len(activeOn(s, "hello@3.service")) == 0 })
 	// Different content under a submitted name is refused.
 	dir := t.TempDir()
 	other := filepath.Join(dir, "hello@1.service")
@@ -172,7 +150,7 @@ func TestUnitsMoveOffADeadMachine(t *testing.T) {
 		}
 	}()
 	c.Kill(victimNode)
-	s = waitUnits(t, c, "hello@2 and its sidekick running elsewhere", func(s *unitstore.Snapshot) bool {
+	s = c.WaitUnits("hello@2 and its sidekick running elsewhere", func(s *unitstore.Snapshot) bool {
 		a, b := activeOn(s, "hello@2.service"), activeOn(s, "hello-sidekick@2.service")
 		return len(a) == 1 && a[0] != victim && len(b) == 1 && b[0] == a[0]
 	})
@@ -194,7 +172,7 @@ func TestUnschedulableUnitSaysWhy(t *testing.T) {
 			c.Kill(n.Name)
 		}
 	}
-	waitUnits(t, c, "hello@2 unscheduled", func(s *unitstore.Snapshot) bool {
+	c.WaitUnits("hello@2 unscheduled", func(s *unitstore.Snapshot) bool {
 		u := s.Units["hello@2.service"]
 		return u.Placement != nil && strings.Contains(u.Placement.Reason, "Conflicts=hello@*")
 	})
@@ -214,9 +192,9 @@ func TestGlobalUnitFollowsTheGroup(t *testing.T) {
 	if out, errOut, code := c.Ctl("start", "--no-block", path); code != 0 {
 		t.Fatalf("start: %s%s", out, errOut)
 	}
-	waitUnits(t, c, "the global unit on 2 machines", func(s *unitstore.Snapshot) bool { return len(activeOn(s, "db-monitor.service")) == 2 })
+	c.WaitUnits("the global unit on 2 machines", func(s *unitstore.Snapshot) bool { return len(activeOn(s, "db-monitor.service")) == 2 })
 	c.Scale(3)
-	waitUnits(t, c, "the global unit on the new machine too", func(s *unitstore.Snapshot) bool { return len(activeOn(s, "db-monitor.service")) == 3 })
+	c.WaitUnits("the global unit on the new machine too", func(s *unitstore.Snapshot) bool { return len(activeOn(s, "db-monitor.service")) == 3 })
 }
 
 // Bad unit files are refused at submit, naming the file and the line.
@@ -301,7 +279,7 @@ func TestUnitsSurviveClusterdRestart(t *testing.T) {
 	}
 	unix.Close(fd)
 	c.Restart("core-1")
-	waitUnits(t, c, "hello@1 active again", func(s *unitstore.Snapshot) bool { return len(activeOn(s, "hello@1.service")) == 1 })
+	c.WaitUnits("hello@1 active again", func(s *unitstore.Snapshot) bool { return len(activeOn(s, "hello@1.service")) == 1 })
 	for _, p := range units {
 		if syscall.Kill(p, 0) != nil {
 			t.Fatalf("unit process %d did not survive clusterd's restart", p)
@@ -348,7 +326,7 @@ func TestPartitionedMachineStopsItsOldCopy(t *testing.T) {
 	defer unix.Close(fd)
 
 	c.Partition(node)
-	waitUnits(t, c, "hello@2 re-placed", func(s *unitstore.Snapshot) bool {
+	c.WaitUnits("hello@2 re-placed", func(s *unitstore.Snapshot) bool {
 		a := activeOn(s, "hello@2.service")
 		return len(a) == 1 && a[0] != victim
 	})

@@ -17,30 +17,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// waitUnits watches the unit records until cond holds.
-func waitUnits(t *testing.T, c *clustertest.Cluster, what string, cond func(*unitstore.Snapshot) bool) *unitstore.Snapshot {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	for {
-		snap, err := unitstore.Read(ctx, c.Admin)
-		if err != nil {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		if cond(snap) {
-			return snap
-		}
-		wctx, wcancel := context.WithCancel(ctx)
-		select {
-		case <-c.Admin.Watch(wctx, unitstore.Prefix, clientv3.WithPrefix(), clientv3.WithRev(snap.Revision+1)):
-		case <-ctx.Done():
-			wcancel()
-			t.Fatalf("waiting for %s: %v", what, ctx.Err())
-		}
-		wcancel()
-	}
-}
-
 // active lists the units of the snapshot that some machine reports active.
 func active(s *unitstore.Snapshot) []string {
 	var out []string
@@ -117,7 +93,7 @@ func TestServicesConverge(t *testing.T) {
 	if out, errOut, code := c.Ctl("start", byHand); code != 0 {
 		t.Fatalf("clusterctl start: exit %d\n%s%s", code, out, errOut)
 	}
-	waitUnits(t, c, "byhand active", func(s *unitstore.Snapshot) bool { return slices.Contains(active(s), "byhand.service") })
+	c.WaitUnits("byhand active", func(s *unitstore.Snapshot) bool { return slices.Contains(active(s), "byhand.service") })
 	handRevs := revisions(t, c, "byhand.service")
 	checkHand := func(step string) {
 		t.Helper()
@@ -227,7 +203,7 @@ func TestServicesConverge(t *testing.T) {
 	if got := lines(since(c, mark)); !slices.Equal(got, want) {
 		t.Errorf("removing the block printed %v, want %v:\n%s", got, want, since(c, mark))
 	}
-	waitUnits(t, c, "only byhand left", func(s *unitstore.Snapshot) bool {
+	c.WaitUnits("only byhand left", func(s *unitstore.Snapshot) bool {
 		return slices.Equal(active(s), []string{"byhand.service"}) && len(s.Units) == 1
 	})
 	checkHand("removing the block")
