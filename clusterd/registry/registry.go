@@ -143,6 +143,11 @@ func (h *Heartbeat) register(ctx context.Context, value []byte, ttl time.Duratio
 		return 0, err
 	}
 	if _, err := h.Client.Put(rctx, Prefix+h.Machine.ID, string(value), clientv3.WithLease(g.ID)); err != nil {
+		// The put may have landed even though its answer was lost (ctx
+		// ended in flight): revoke the lease so no record outlives us.
+		vctx, vcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_, _ = h.Client.Revoke(vctx, g.ID)
+		vcancel()
 		return 0, err
 	}
 	return g.ID, nil
