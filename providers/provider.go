@@ -46,3 +46,18 @@ type Provider interface {
 type Teardowner interface {
 	Teardown(ctx context.Context) error
 }
+
+// Report is what a booting node says before it can reach etcd, through the
+// provider's own channel (a process's exit, a boot server's /report): that
+// it failed, and why. Once joined, a node speaks through etcd's registry.
+type Report struct {
+	Node string
+	Err  error // with the node's own words: its log's last lines
+}
+
+// Reporter is implemented by providers that hear from nodes while they
+// boot, so that provision stops waiting for a node that has failed and
+// says why, instead of waiting out its timeout.
+type Reporter interface {
+	Reports() <-chan Report
+}

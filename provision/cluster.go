@@ -43,7 +43,9 @@ type cluster struct {
 	cfg   *config.Config
 	dir   state.Dir
 	state *state.State
-	local *local.Provider
+	local *local.Provider // when the provider is local
+	tgt   target
+	sum   string // the SHA-512 of the binary nodes run, once computed
 }
 
 // open loads and validates the file (printing HCL's diagnostics) and the
@@ -72,37 +74,6 @@ func open(opts Options) (*cluster, error) {
 		return nil, err
 	}
 	return c, nil
-}
-
-// provider sets up the local provider with the isolation the cluster was
-// made with (or the best available for a new one).
-func (c *cluster) provider() (*local.Provider, error) {
-	if c.local != nil {
-		return c.local, nil
-	}
-	bin := c.opts.Binary
-	if bin == "" {
-		var err error
-		if bin, err = os.Executable(); err != nil {
-			return nil, err
-		}
-	}
-	iso := local.Isolation(c.state.Isolation)
-	if iso == "" {
-		var why error
-		if iso, why = local.Detect(); why != nil {
-			fmt.Fprintf(c.opts.Err, "note: no network namespaces (%v); nodes will run on loopback addresses in %s\n", why, local.LoopbackPrefix)
-		}
-	} else if iso == local.Netns {
-		if err := local.Check(); err != nil {
-			return nil, fmt.Errorf("cluster %q was made with network namespaces, which this process can't manage: %w", c.cfg.Cluster.Name, err)
-		}
-	}
-	c.local = &local.Provider{
-		Cluster: c.cfg.Cluster.Name, CIDR: c.cfg.Provider.Local.CIDR, Isolation: iso,
-		Binary: bin, StateDir: c.dir.Path,
-	}
-	return c.local, nil
 }
 
 func (c *cluster) adminFiles() pki.Files { return c.dir.AdminFiles() }

@@ -20,13 +20,16 @@ func Command() *cobra.Command {
 		Short: "Build, converge and remove Corral clusters described in HCL",
 		Long: `provision turns one HCL file into a running cluster and back.
 
+  provision plan examples/local.hcl     show what up would change
   provision up examples/local.hcl       build or converge the cluster
+  provision render examples/local.hcl --node core-1   a node's boot config
   provision status examples/local.hcl   nodes, processes, machines, etcd health
   eval "$(provision env examples/local.hcl)"   point clusterctl and etcdctl at it
   provision output examples/local.hcl   the values of the file's output blocks
   provision down examples/local.hcl     remove all of it
 
-To scale, edit desired_capacity in the file and run up again.
+To scale, edit desired_capacity in the file and run up again. A plan that
+deletes or replaces nodes is confirmed first (--auto-approve skips that).
 
 Every command that reads the file takes its variables' values from
 --var name=value and --var-file FILE (both repeatable; -var and -var-file
@@ -50,16 +53,59 @@ work too) and from CORRAL_VAR_name in the environment.`,
 		}
 	}
 	var timeout time.Duration
+	var autoApprove bool
+	var format string
 	up := &cobra.Command{
 		Use:   "up FILE",
 		Short: "Create or converge the cluster described in FILE",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return Up(cmd.Context(), UpOptions{Options: opts(cmd, args), Timeout: timeout})
+			return Up(cmd.Context(), UpOptions{Options: opts(cmd, args), Timeout: timeout, AutoApprove: autoApprove, In: cmd.InOrStdin()})
 		},
 	}
-	up.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the machines to register")
-	var format string
+	up.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for each step: nodes to join, the network, services")
+	up.Flags().BoolVar(&autoApprove, "auto-approve", false, "apply a plan that deletes or replaces nodes without asking")
+	var detailed bool
+	planCmd := &cobra.Command{
+		Use:   "plan FILE",
+		Short: "Show what up would change, and change nothing",
+		Long: `plan compares FILE with the cluster's state and with what the provider has
+live, and prints each change up would make: + create, ~ update in place,
+-/+ replace (with the fields that force it), - delete, and what has drifted.
+
+With --detailed-exitcode the exit status is 0 when there is nothing to
+change, 2 when there are changes, and 1 on error.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "text" && format != "json" {
+				return fmt.Errorf("--output must be text or json, got %q", format)
+			}
+			changes, err := Plan(cmd.Context(), PlanOptions{Options: opts(cmd, args), JSON: format == "json"})
+			if err == nil && changes && detailed {
+				return ExitCode(2)
+			}
+			return err
+		},
+	}
+	planCmd.Flags().BoolVar(&detailed, "detailed-exitcode", false, "exit 0 with no changes, 2 with changes, 1 on error")
+	planCmd.Flags().StringVarP(&format, "output", "o", "text", "text or json")
+	var node, renderFormat string
+	render := &cobra.Command{
+		Use:   "render FILE --node NAME",
+		Short: "Print the boot config a node gets: Ignition or cloud-config",
+		Long: `render prints the config a node boots with, rendered from FILE and the
+cluster's state exactly as up gives it to the provider: an Ignition config
+(spec 3.4.0) or a cloud-config. The node is one the state has, or one the
+plan would create. The output holds the cluster's join token: keep it
+private.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return RenderNode(cmd.Context(), RenderOptions{Options: opts(cmd, args), Node: node, Format: renderFormat})
+		},
+	}
+	render.Flags().StringVar(&node, "node", "", "the node to render, e.g. core-1 (required)")
+	render.Flags().StringVar(&renderFormat, "format", "", "ignition or cloud-config (default: the node group's userdata)")
+	render.MarkFlagRequired("node")
 	output := &cobra.Command{
 		Use:   "output FILE [NAME]",
 		Short: "Print the file's outputs, or the one named (a string as it is, else JSON)",
@@ -76,7 +122,7 @@ work too) and from CORRAL_VAR_name in the environment.`,
 		},
 	}
 	output.Flags().StringVarP(&format, "output", "o", "text", "text or json")
-	root.AddCommand(withInputs(up),
+	root.AddCommand(withInputs(up), withInputs(planCmd), withInputs(render),
 		withInputs(&cobra.Command{
 			Use:   "down FILE",
 			Short: "Remove every node and resource of the cluster in FILE",
@@ -124,3 +170,9 @@ func TerraformArgs(args []string) []string {
 	}
 	return out
 }
+
+// ExitCode is an error that only sets the exit status: what it means has
+// been printed already (plan --detailed-exitcode's 2).
+type ExitCode int
+
+func (e ExitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }

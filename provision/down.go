@@ -19,7 +19,7 @@ func Down(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	p, err := c.provider()
+	p, err := c.target()
 	if err != nil {
 		lock.Unlock()
 		return err
@@ -32,7 +32,9 @@ func Down(ctx context.Context, opts Options) error {
 	// Every node is going and its data with it: there is no leadership to
 	// hand over and no registration worth revoking, so stop them together
 	// and at once (a clean etcd shutdown without quorum waits out timeouts).
-	p.Grace = -1
+	if c.local != nil {
+		c.local.Grace = -1
+	}
 	var wg sync.WaitGroup
 	var outMu sync.Mutex // Out is any writer, not one safe for concurrent use
 	errs := make([]error, len(found))
@@ -50,7 +52,7 @@ func Down(ctx context.Context, opts Options) error {
 		lock.Unlock()
 		return err
 	}
-	if err := p.Teardown(ctx); err != nil {
+	if err := p.teardown(ctx); err != nil {
 		lock.Unlock()
 		return err
 	}

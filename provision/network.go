@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/clusterd/overlay/subnet"
-	"github.com/corral-dev/corral/providers/local"
 	"github.com/corral-dev/corral/provision/config"
 	"github.com/corral-dev/corral/provision/state"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -24,11 +23,11 @@ func networkConfig(n *config.Network) *subnet.Config {
 // ensureNetwork writes the overlay's config (refused, with the running
 // network untouched, if it conflicts with the leases in use) and waits
 // until every node holds its subnet.
-func (c *cluster) ensureNetwork(ctx context.Context, timeout time.Duration) error {
+func (c *cluster) ensureNetwork(ctx context.Context, t target, timeout time.Duration) error {
 	if c.cfg.Network == nil {
 		return nil
 	}
-	if c.local.Isolation != local.Netns {
+	if !t.overlay() {
 		fmt.Fprintf(c.opts.Err, "note: the network block is ignored: nodes on loopback share one network namespace\n")
 		return nil
 	}
@@ -48,7 +47,8 @@ func (c *cluster) ensureNetwork(ctx context.Context, timeout time.Duration) erro
 		return fmt.Errorf("waiting for every node's subnet: %w", err)
 	}
 	fmt.Fprintf(c.opts.Out, "network %s (%s): %d subnets leased\n", cfg.Network, cfg.Backend.Type, len(leases))
-	return nil
+	c.state.Network = c.networkDigest()
+	return c.dir.Save(c.state)
 }
 
 // waitLeases waits, watching the leases, until every node of the state has

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -147,7 +148,8 @@ func TestScaleOutAndIn(t *testing.T) {
 			t.Errorf("%s changed machine id", m.Name)
 		}
 	}
-	if !strings.Contains(c.Output(), "+ core-4") || !strings.Contains(c.Output(), "+ core-5") {
+	if !regexp.MustCompile(`node core-4 +joined`).MatchString(c.Output()) ||
+		!regexp.MustCompile(`node core-5 +joined`).MatchString(c.Output()) {
 		t.Errorf("up did not report the new nodes:\n%s", c.Output())
 	}
 

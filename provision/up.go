@@ -1,7 +1,6 @@
 package provision
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -11,96 +10,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
-	"github.com/corral-dev/corral/clusterd/overlay/subnet"
-	"github.com/corral-dev/corral/clusterd/registry"
 	"github.com/corral-dev/corral/clusterd/store"
 	"github.com/corral-dev/corral/providers"
-	"github.com/corral-dev/corral/providers/local"
 	"github.com/corral-dev/corral/provision/state"
+	"github.com/corral-dev/corral/templates"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// UpOptions tune `provision up`.
-type UpOptions struct {
-	Options
-	Timeout time.Duration // how long to wait for the machines to register
-}
-
-// Up converges the cluster to the file: it creates what is missing, starts
-// what has stopped, and removes the nodes the file no longer asks for (the
-// newest first, leaving etcd before they go). Re-running it after a failure
-// picks up where it stopped.
-func Up(ctx context.Context, opts UpOptions) error {
-	start := time.Now()
-	c, err := open(opts.Options)
-	if err != nil {
-		return err
-	}
-	lock, err := c.dir.Lock("up")
-	if err != nil {
-		return err
-	}
-	defer lock.Unlock()
-	if opts.Timeout == 0 {
-		opts.Timeout = 2 * time.Minute
-	}
-	p, err := c.provider()
-	if err != nil {
-		return err
-	}
-	out := c.opts.Out
-	fmt.Fprintf(out, "cluster %q: local provider, %s isolation, %s\n", c.cfg.Cluster.Name, p.Isolation, p.Prefix())
-	if _, err := c.ensurePKI(); err != nil {
-		return err
-	}
-	c.state.Cluster, c.state.Provider, c.state.Isolation = c.cfg.Cluster.Name, "local", string(p.Isolation)
-	if err := c.dir.Save(c.state); err != nil {
-		return err
-	}
-	if err := p.Setup(ctx); err != nil {
-		return err
-	}
-	if err := c.scaleIn(ctx); err != nil {
-		return err
-	}
-	if err := c.addNodes(); err != nil {
-		return err
-	}
-	specs := make([]providers.NodeSpec, 0, len(c.state.Nodes))
-	for _, n := range c.state.Nodes {
-		specs = append(specs, c.spec(n))
-	}
-	exits := p.Exits()
-	for _, s := range specs {
-		if err := p.Launch(ctx, s); err != nil {
-			return err
-		}
-	}
-	ms, err := c.waitRegistered(ctx, opts.Timeout, exits, start)
-	if err != nil {
-		return err
-	}
-	if err := c.ensureNetwork(ctx, opts.Timeout); err != nil {
-		return err
-	}
-	// Services last: units need the machines, and the overlay if any.
-	if err := c.ensureServices(ctx, opts.Timeout); err != nil {
-		return err
-	}
-	members := 0
-	for _, m := range ms {
-		if m.Member {
-			members++
-		}
-	}
-	fmt.Fprintf(out, "cluster %q is up: %d machines, %d etcd members (%.1fs)\n\n", c.cfg.Cluster.Name, len(ms), members, time.Since(start).Seconds())
-	self, ctl := invokedAs()
-	fmt.Fprintf(out, "Use it:\n  eval \"$(%s env %s)\"\n  %s list-machines\n  %s set /foo/bar hello --ttl 30\nRemove it:\n  %s down %s\n",
-		self, fileArgs(c.opts), ctl, ctl, self, fileArgs(c.opts))
-	return nil
-}
 
 // fileArgs is the file and the -var and -var-file options this run was
 // given, for hints to paste: down and env need the same values. The
@@ -145,39 +61,10 @@ func fileExists(path string) bool {
 	return err == nil
 }
 
-// addNodes records the nodes the file asks for and the state lacks, with
-// their addresses and roles, before anything is launched: a run that dies
-// mid-way leaves them in the state, and the next run finishes the job.
-func (c *cluster) addNodes() error {
-	p := c.local
-	var used []netip.Addr
-	for _, n := range c.state.Nodes {
-		used = append(used, n.IP)
-	}
-	members := len(c.state.Members())
-	for _, want := range c.cfg.Nodes() {
-		if c.state.Node(want.Name) != nil {
-			continue
-		}
-		ip, err := local.Allocate(p.Prefix(), used)
-		if err != nil {
-			return err
-		}
-		used = append(used, ip)
-		role := state.Client
-		if members < c.cfg.Cluster.EtcdMembers {
-			role, members = state.Member, members+1
-		}
-		c.state.Nodes = append(c.state.Nodes, state.Node{
-			Name: want.Name, Group: want.Group, Index: want.Index, IP: ip, Role: role, Created: time.Now().UTC(),
-		})
-		fmt.Fprintf(c.opts.Out, "  + %-12s %-15s %s\n", want.Name, ip, role)
-	}
-	return c.dir.Save(c.state)
-}
-
-// spec renders a node's clusterd command line.
-func (c *cluster) spec(n state.Node) providers.NodeSpec {
+// spec is how a node is launched: clusterd's command line (the local
+// provider runs it), and for providers that install nodes on machines, its
+// boot description.
+func (c *cluster) spec(t target, n state.Node) (providers.NodeSpec, error) {
 	dataDir := c.dir.NodeDir(n.Name)
 	args := []string{
 		"--name", n.Name,
@@ -186,28 +73,22 @@ func (c *cluster) spec(n state.Node) providers.NodeSpec {
 		"--token-file", c.tokenFile(),
 		"--machine-ttl", c.cfg.Cluster.MachineTTL.String(),
 	}
-	var servers []string
-	for _, m := range c.state.Members() {
-		if m.Name != n.Name {
-			servers = append(servers, m.IP.String())
-		}
-	}
-	if len(servers) > 0 {
+	if servers := c.servers(n); len(servers) > 0 {
 		args = append(args, "--servers", strings.Join(servers, ","))
 	}
-	switch {
-	case n.Role == state.Client:
+	switch c.mode(n) {
+	case templates.ModeClient:
 		args = append(args, "--mode", "client")
-	case c.initNode() == n.Name:
+	case templates.ModeInit:
 		args = append(args, "--mode", "init", "--ca-cert", c.adminFiles().CA, "--ca-key", c.caKeyFile())
 	default:
 		args = append(args, "--mode", "join")
 	}
-	if md := c.metadata(n); md != "" {
-		args = append(args, "--metadata", md)
+	if g := c.group(n.Group); g != nil && len(g.Metadata) > 0 {
+		args = append(args, "--metadata", c.metadataOf(*g))
 	}
 	switch {
-	case c.local.Isolation != local.Netns:
+	case !t.overlay():
 		// Nodes share the host's network: there is nothing to overlay.
 		args = append(args, "--no-overlay")
 	case c.cfg.Network != nil:
@@ -216,7 +97,38 @@ func (c *cluster) spec(n state.Node) providers.NodeSpec {
 	default:
 		args = append(args, "--subnet-file", filepath.Join(dataDir, "subnet.env"))
 	}
-	return providers.NodeSpec{Name: n.Name, IP: n.IP, DataDir: dataDir, Args: args}
+	spec := providers.NodeSpec{Name: n.Name, IP: n.IP, DataDir: dataDir, Args: args}
+	if c.cfg.Provider.Type != "local" {
+		boot, err := c.bootNode(n)
+		if err != nil {
+			return spec, err
+		}
+		spec.Boot = &boot
+	}
+	return spec, nil
+}
+
+// servers are the etcd members a node joins through: every member but
+// itself.
+func (c *cluster) servers(n state.Node) []string {
+	var out []string
+	for _, m := range c.state.Members() {
+		if m.Name != n.Name {
+			out = append(out, m.IP.String())
+		}
+	}
+	return out
+}
+
+// mode is the part the node's clusterd plays in etcd.
+func (c *cluster) mode(n state.Node) templates.Mode {
+	switch {
+	case n.Role == state.Client:
+		return templates.ModeClient
+	case c.initNode() == n.Name:
+		return templates.ModeInit
+	}
+	return templates.ModeJoin
 }
 
 // initNode names the member that bootstraps etcd: the first one, unless
@@ -238,71 +150,6 @@ func (c *cluster) initNode() string {
 	return ms[0].Name
 }
 
-func (c *cluster) metadata(n state.Node) string {
-	for _, g := range c.cfg.NodeGroups {
-		if g.Name != n.Group {
-			continue
-		}
-		var pairs []string
-		for k, v := range g.Metadata {
-			pairs = append(pairs, k+"="+v)
-		}
-		slices.Sort(pairs)
-		return strings.Join(pairs, ",")
-	}
-	return ""
-}
-
-// scaleIn removes the nodes the file no longer asks for, newest first. A
-// member leaves etcd before its process stops, so the quorum never counts a
-// machine that is gone.
-func (c *cluster) scaleIn(ctx context.Context) error {
-	want := map[string]bool{}
-	for _, n := range c.cfg.Nodes() {
-		want[n.Name] = true
-	}
-	var gone []state.Node
-	for _, n := range c.state.Nodes {
-		if !want[n.Name] {
-			gone = append(gone, n)
-		}
-	}
-	if len(gone) == 0 {
-		return nil
-	}
-	slices.SortFunc(gone, func(a, b state.Node) int {
-		return cmp.Or(b.Created.Compare(a.Created), cmp.Compare(b.Index, a.Index))
-	})
-	cli, err := c.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	for _, n := range gone {
-		if n.Role == state.Member {
-			if err := removeMember(ctx, cli, n); err != nil {
-				return err
-			}
-		}
-		id, idErr := registry.ReadMachineID(c.dir.NodeDir(n.Name))
-		if err := c.local.Terminate(ctx, n.Name); err != nil {
-			return err
-		}
-		// It has left for good: its subnet goes back to the pool.
-		if idErr == nil {
-			if _, err := subnet.Release(ctx, cli, id); err != nil {
-				return fmt.Errorf("releasing the subnet of %s: %w", n.Name, err)
-			}
-		}
-		c.state.Remove(n.Name)
-		if err := c.dir.Save(c.state); err != nil {
-			return err
-		}
-		fmt.Fprintf(c.opts.Out, "  - %-12s %-15s removed\n", n.Name, n.IP)
-	}
-	return nil
-}
-
 // removeMember takes the node's etcd member out of the cluster, if present.
 func removeMember(ctx context.Context, cli *clientv3.Client, n state.Node) error {
 	list, err := cli.MemberList(ctx)
@@ -318,78 +165,4 @@ func removeMember(ctx context.Context, cli *clientv3.Client, n state.Node) error
 		}
 	}
 	return nil
-}
-
-// waitRegistered waits until every node in the state has registered its
-// machine, printing each as it arrives, and fails fast with the node's log
-// if one of the processes dies first.
-func (c *cluster) waitRegistered(ctx context.Context, timeout time.Duration, exits <-chan local.Exit, start time.Time) ([]registry.Machine, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	names := map[string]bool{}
-	for _, n := range c.state.Nodes {
-		names[n.Name] = true
-	}
-	failed := make(chan error, 1)
-	go func() {
-		select {
-		case e := <-exits:
-			failed <- fmt.Errorf("node %s stopped: %v\n%s", e.Node, e.Err, tail(c.local.LogFile(e.Node), 15))
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	cli, err := c.connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer cli.Close()
-	fmt.Fprintf(c.opts.Out, "waiting for %d machines to register\n", len(names))
-	seen := map[string]bool{}
-	ms, err := registry.WaitFor(ctx, cli, func(ms []registry.Machine) bool {
-		n := 0
-		for _, m := range ms {
-			if !names[m.Name] {
-				continue
-			}
-			n++
-			if !seen[m.Name] {
-				seen[m.Name] = true
-				role := "client"
-				if m.Member {
-					role = "etcd member"
-				}
-				fmt.Fprintf(c.opts.Out, "  ✓ %-12s %-15s machine %s…  %s  (%.1fs)\n", m.Name, m.IP, m.ID[:8], role, time.Since(start).Seconds())
-			}
-		}
-		return n == len(names)
-	})
-	select {
-	case ferr := <-failed:
-		return nil, ferr
-	default:
-	}
-	if err != nil {
-		var missing []string
-		for name := range names {
-			if !seen[name] {
-				missing = append(missing, name)
-			}
-		}
-		slices.Sort(missing)
-		return nil, fmt.Errorf("%s did not register within %s (%w); logs in %s; re-run `provision up` to retry",
-			strings.Join(missing, ", "), timeout, err, c.dir.NodeDir("<node>")+"/clusterd.log")
-	}
-	return ms, nil
-}
-
-// tail returns the last n lines of a file, for error messages.
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	lines = lines[max(0, len(lines)-n):]
-	return "last lines of " + path + ":\n  " + strings.Join(lines, "\n  ")
 }

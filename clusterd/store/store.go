@@ -36,6 +36,8 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Mode says how a node takes part in the cluster's etcd.
@@ -231,6 +233,24 @@ func Ready(ctx context.Context, c *clientv3.Client) error {
 		}
 		return nil
 	}, func(error) bool { return true })
+}
+
+// Retry runs fn with capped exponential backoff until it succeeds, fails
+// with an error that is not Transient, or ctx ends.
+func Retry(ctx context.Context, fn func() error) error { return retry(ctx, fn, Transient) }
+
+// Transient reports whether err is one etcd returns while its leadership
+// or membership changes (a member was just removed, a new leader is being
+// elected), which the same request gets past a moment later.
+func Transient(err error) bool {
+	for _, e := range []error{rpctypes.ErrLeaderChanged, rpctypes.ErrNoLeader, rpctypes.ErrTimeout,
+		rpctypes.ErrTimeoutDueToLeaderFail, rpctypes.ErrTimeoutDueToConnectionLost, rpctypes.ErrStopped, rpctypes.ErrGRPCStopped,
+		rpctypes.ErrUnhealthy} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return status.Code(err) == codes.Unavailable
 }
 
 // retry runs fn with capped exponential backoff until it succeeds, fails

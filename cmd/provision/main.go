@@ -71,11 +71,14 @@ func execute(ctx context.Context, cmd *cobra.Command, args []string) int {
 	cmd.SetArgs(args)
 	err := cmd.ExecuteContext(ctx)
 	var code exitCode
+	var status provision.ExitCode
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &code):
 		return int(code) // the inner command has reported already
+	case errors.As(err, &status):
+		return int(status)
 	case errors.Is(err, provision.ErrInvalidConfig):
 		return 1 // the diagnostics are printed
 	}

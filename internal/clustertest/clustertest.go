@@ -69,6 +69,15 @@ type Cluster struct {
 // Start brings up a cluster and registers its removal with t.Cleanup.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
+	c := Prepare(t, opts)
+	c.Up()
+	return c
+}
+
+// Prepare writes a cluster's file, and registers its removal with
+// t.Cleanup, without bringing it up.
+func Prepare(t testing.TB, opts Options) *Cluster {
+	t.Helper()
 	RequireRoot(t)
 	if opts.EtcdMembers == 0 {
 		opts.EtcdMembers = 3
@@ -87,7 +96,6 @@ func Start(t testing.TB, opts Options) *Cluster {
 	c.File = filepath.Join(dir, "cluster.hcl")
 	c.writeHCL(cidr)
 	t.Cleanup(c.remove)
-	c.Up()
 	return c
 }
 
@@ -166,7 +174,7 @@ func (c *Cluster) Up() {
 func (c *Cluster) TryUp() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	err := provision.Up(ctx, provision.UpOptions{Options: c.options(), Timeout: time.Minute})
+	err := provision.Up(ctx, provision.UpOptions{Options: c.options(), Timeout: time.Minute, AutoApprove: true})
 	if err != nil {
 		return err
 	}

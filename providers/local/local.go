@@ -54,13 +54,7 @@ type Provider struct {
 	Grace time.Duration
 
 	mu    sync.Mutex
-	exits chan Exit
-}
-
-// Exit reports a node process that ended while this provider watched it.
-type Exit struct {
-	Node string
-	Err  error
+	exits chan providers.Report
 }
 
 var _ providers.Provider = (*Provider)(nil)
@@ -134,15 +128,29 @@ func (p *Provider) pidFile(node string) string { return filepath.Join(p.nodeDir(
 // LogFile is where a node's clusterd writes its log.
 func (p *Provider) LogFile(node string) string { return filepath.Join(p.nodeDir(node), "clusterd.log") }
 
-// Exits delivers the nodes whose processes ended after this provider
-// launched them (only while this process lives: they are its children).
-func (p *Provider) Exits() <-chan Exit { return p.exitChan() }
+// Reports delivers the nodes whose processes ended after this provider
+// started them, with the last lines of their logs: a node that fails to
+// boot is reported at once, not after a timeout.
+func (p *Provider) Reports() <-chan providers.Report { return p.exitChan() }
 
-func (p *Provider) exitChan() chan Exit {
+var _ providers.Reporter = (*Provider)(nil)
+
+// Tail returns the last n lines of a log file, for error messages.
+func Tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	lines = lines[max(0, len(lines)-n):]
+	return "last lines of " + path + ":\n  " + strings.Join(lines, "\n  ")
+}
+
+func (p *Provider) exitChan() chan providers.Report {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.exits == nil {
-		p.exits = make(chan Exit, 64)
+		p.exits = make(chan providers.Report, 64)
 	}
 	return p.exits
 }
@@ -194,7 +202,7 @@ func (p *Provider) Launch(ctx context.Context, spec providers.NodeSpec) error {
 			err = errors.New("exited")
 		}
 		select {
-		case exits <- Exit{Node: spec.Name, Err: err}:
+		case exits <- providers.Report{Node: spec.Name, Err: fmt.Errorf("clusterd stopped: %w\n%s", err, Tail(p.LogFile(spec.Name), 15))}:
 		default:
 		}
 	}()

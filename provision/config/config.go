@@ -16,6 +16,11 @@
 //	  metadata         = { role = "web" }
 //	}
 //
+// provider "ssh" runs the nodes on existing machines instead (see ssh.go).
+// A node_group may also set its userdata format, min_size and max_size, and
+// the systemd_unit and file blocks its machines boot with (see
+// nodegroup.go); the cluster block may set ssh_authorized_keys.
+//
 // Optional service blocks name units that up submits and starts through
 // clusterd once the nodes are up (see services.go).
 //
@@ -79,16 +84,10 @@ type Cluster struct {
 	// MachineTTL is how long a machine may miss heartbeats before the
 	// cluster considers it gone.
 	MachineTTL time.Duration
-}
-
-// NodeGroup is a set of identical machines, named after the group.
-type NodeGroup struct {
-	Name            string
-	DesiredCapacity int
-	// Metadata is attached to every machine of the group; units select
-	// machines with it (fleet's MachineMetadata). Nil when not set.
-	Metadata  map[string]string
-	DeclRange hcl.Range
+	// SSHAuthorizedKeys are the public keys, in authorized_keys format,
+	// that may log in to every node as its default user; trailing newlines
+	// are trimmed, so file("~/.ssh/id_ed25519.pub") works. Nil when not set.
+	SSHAuthorizedKeys []string
 }
 
 // Node is one machine the config asks for: "<group>-<n>", n from 1.
@@ -157,12 +156,7 @@ var (
 		Attributes: []hcl.AttributeSchema{
 			{Name: "etcd_members"},
 			{Name: "machine_ttl"},
-		},
-	}
-	nodeGroupSchema = &hcl.BodySchema{
-		Attributes: []hcl.AttributeSchema{
-			{Name: "desired_capacity", Required: true},
-			{Name: "metadata"},
+			{Name: "ssh_authorized_keys"},
 		},
 	}
 )
@@ -263,7 +257,7 @@ func decode(body hcl.Body, filename string, in Inputs, parser *hclparse.Parser) 
 				continue
 			}
 			provider = block
-			diags = append(diags, decodeProvider(block, ctx, &cfg.Provider)...)
+			diags = append(diags, decodeProvider(block, ctx, filepath.Dir(filename), &cfg.Provider)...)
 		case "network":
 			if network != nil {
 				diags = append(diags, duplicate(block, network))
@@ -309,8 +303,8 @@ func decode(body hcl.Body, filename string, in Inputs, parser *hclparse.Parser) 
 		diags = append(diags, missing(filename, "node_group",
 			`A cluster needs at least one node_group; add node_group "core" { desired_capacity = 3 }.`))
 	}
-	if cfg.Provider.Local != nil {
-		diags = append(diags, cfg.Provider.Local.checkCapacity(cfg.NodeGroups, capacityRanges)...)
+	if l := cfg.Provider.limiter(); l != nil {
+		diags = append(diags, checkCapacity(l, cfg.NodeGroups, capacityRanges)...)
 	}
 	if cfg.Network != nil {
 		diags = append(diags, cfg.Network.checkOverlap(&cfg.Provider)...)
@@ -353,36 +347,13 @@ func decodeCluster(block *hcl.Block, ctx *hcl.EvalContext, c *Cluster) hcl.Diagn
 				fmt.Sprintf("machine_ttl must be between %v and %v, got %v.", minMachineTTL, maxMachineTTL, c.MachineTTL)))
 		}
 	}
+
+	attr, d = decodeAttr(content, "ssh_authorized_keys", ctx, &c.SSHAuthorizedKeys)
+	diags = append(diags, d...)
+	if attr != nil {
+		diags = append(diags, checkAuthorizedKeys(attr, c.SSHAuthorizedKeys)...)
+	}
 	return diags
-}
-
-// decodeNodeGroup decodes a node_group block. It also returns the range of
-// desired_capacity, for checks on the total across groups.
-func decodeNodeGroup(block *hcl.Block, ctx *hcl.EvalContext) (NodeGroup, hcl.Range, hcl.Diagnostics) {
-	g := NodeGroup{Name: block.Labels[0], DeclRange: block.DefRange}
-	diags := checkName(block, "node_group")
-
-	content, d := block.Body.Content(nodeGroupSchema)
-	diags = append(diags, d...)
-
-	capRange := block.DefRange
-	attr, d := decodeAttr(content, "desired_capacity", ctx, &g.DesiredCapacity)
-	diags = append(diags, d...)
-	if attr != nil {
-		capRange = attr.Expr.Range()
-		if g.DesiredCapacity < 0 {
-			diags = append(diags, attrError(attr, "Invalid desired_capacity",
-				fmt.Sprintf("desired_capacity must be 0 or more, got %d.", g.DesiredCapacity)))
-			g.DesiredCapacity = 0
-		}
-	}
-
-	attr, d = decodeAttr(content, "metadata", ctx, &g.Metadata)
-	diags = append(diags, d...)
-	if attr != nil {
-		diags = append(diags, checkMetadata(attr, ctx, g.Metadata)...)
-	}
-	return g, capRange, diags
 }
 
 // checkName reports a block label that is not a lowercase DNS label.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/templates"
 	"github.com/hashicorp/hcl/v2"
 )
 
@@ -47,6 +48,8 @@ func TestExample(t *testing.T) {
 		NodeGroups: []NodeGroup{{
 			Name:            "core",
 			DesiredCapacity: 3,
+			MaxSize:         -1,
+			Userdata:        templates.FormatIgnition,
 			DeclRange:       declRange(t, path, src, `node_group "core"`),
 		}},
 		Network: &Network{
@@ -87,7 +90,7 @@ func TestDefaults(t *testing.T) {
 		`provider "local" {}`,
 		`node_group "core" { desired_capacity = 1 }`,
 	))
-	if got, want := cfg.Cluster, (Cluster{Name: "c", EtcdMembers: 3, MachineTTL: 10 * time.Second}); got != want {
+	if got, want := cfg.Cluster, (Cluster{Name: "c", EtcdMembers: 3, MachineTTL: 10 * time.Second}); !reflect.DeepEqual(got, want) {
 		t.Errorf("Cluster = %+v, want %+v", got, want)
 	}
 	if got, want := cfg.Provider.Local.CIDR, netip.MustParsePrefix("10.77.0.0/24"); got != want {
@@ -111,7 +114,7 @@ func TestSettings(t *testing.T) {
 		`}`,
 		`node_group "db" { desired_capacity = 250 }`,
 	))
-	if got, want := cfg.Cluster, (Cluster{Name: "prod-1", EtcdMembers: 5, MachineTTL: 90 * time.Second}); got != want {
+	if got, want := cfg.Cluster, (Cluster{Name: "prod-1", EtcdMembers: 5, MachineTTL: 90 * time.Second}); !reflect.DeepEqual(got, want) {
 		t.Errorf("Cluster = %+v, want %+v", got, want)
 	}
 	if got, want := cfg.Provider.Local.CIDR, netip.MustParsePrefix("172.16.0.0/16"); got != want {

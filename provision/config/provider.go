@@ -17,6 +17,7 @@ import (
 type Provider struct {
 	Type      string
 	Local     *LocalProvider
+	SSH       *SSHProvider
 	DeclRange hcl.Range
 }
 
@@ -27,10 +28,12 @@ type LocalProvider struct {
 	CIDR netip.Prefix
 }
 
-// providerDecoders decode a provider block's body, by type label. Each
+// providerDecoders decode a provider block's body, by type label; dir is
+// the cluster file's directory, which relative paths are relative to. Each
 // provider has its own schema; adding a provider means adding an entry.
-var providerDecoders = map[string]func(hcl.Body, *hcl.EvalContext, *Provider) hcl.Diagnostics{
+var providerDecoders = map[string]func(body hcl.Body, ctx *hcl.EvalContext, dir string, p *Provider) hcl.Diagnostics{
 	"local": decodeLocal,
+	"ssh":   decodeSSH,
 }
 
 // plannedProviders are part of the language but not of this version. They
@@ -38,11 +41,11 @@ var providerDecoders = map[string]func(hcl.Body, *hcl.EvalContext, *Provider) hc
 // reported as a typo.
 var plannedProviders = []string{"aws", "pxe", "vagrant"}
 
-func decodeProvider(block *hcl.Block, ctx *hcl.EvalContext, p *Provider) hcl.Diagnostics {
+func decodeProvider(block *hcl.Block, ctx *hcl.EvalContext, dir string, p *Provider) hcl.Diagnostics {
 	p.Type = block.Labels[0]
 	p.DeclRange = block.DefRange
 	if dec, ok := providerDecoders[p.Type]; ok {
-		return dec(block.Body, ctx, p)
+		return dec(block.Body, ctx, dir, p)
 	}
 	d := &hcl.Diagnostic{
 		Severity: hcl.DiagError,
@@ -76,7 +79,7 @@ var (
 	}
 )
 
-func decodeLocal(body hcl.Body, ctx *hcl.EvalContext, p *Provider) hcl.Diagnostics {
+func decodeLocal(body hcl.Body, ctx *hcl.EvalContext, _ string, p *Provider) hcl.Diagnostics {
 	content, diags := body.Content(localSchema)
 	p.Local = &LocalProvider{CIDR: defaultLocalCIDR}
 	if _, ok := content.Attributes["cidr"]; !ok {
@@ -114,8 +117,27 @@ func parseLocalCIDR(s string) (netip.Prefix, string) {
 	return cidr, ""
 }
 
-// maxNodes is how many nodes the provider can run, and why no more.
-func (p *LocalProvider) maxNodes() (int, string) {
+// A nodeLimiter is a provider that can run only so many nodes.
+type nodeLimiter interface {
+	// maxNodes is how many nodes the provider can run, and why no more;
+	// ok is false when the limit is unknown because the settings it
+	// depends on are in error, which is reported already.
+	maxNodes() (limit int, why string, ok bool)
+}
+
+// limiter is the provider's settings as a nodeLimiter, or nil for a
+// provider without a limit or whose block failed to decode.
+func (p *Provider) limiter() nodeLimiter {
+	switch {
+	case p.Local != nil:
+		return p.Local
+	case p.SSH != nil:
+		return p.SSH
+	}
+	return nil
+}
+
+func (p *LocalProvider) maxNodes() (int, string, bool) {
 	limit, why := maxLocalNodes, fmt.Sprintf("the local provider runs at most %d nodes on one host; lower desired_capacity.", maxLocalNodes)
 	if p.CIDR.IsValid() {
 		// Node addresses start after .10 and stop before the broadcast address.
@@ -123,13 +145,16 @@ func (p *LocalProvider) maxNodes() (int, string) {
 			limit, why = fit, fmt.Sprintf("cidr %s has room for %d nodes; widen cidr or lower desired_capacity.", p.CIDR, fit)
 		}
 	}
-	return limit, why
+	return limit, why, true
 }
 
 // checkCapacity reports the node group whose desired_capacity takes the
 // total past what the provider can run; capRanges[i] locates groups[i]'s.
-func (p *LocalProvider) checkCapacity(groups []NodeGroup, capRanges []hcl.Range) hcl.Diagnostics {
-	limit, why := p.maxNodes()
+func checkCapacity(p nodeLimiter, groups []NodeGroup, capRanges []hcl.Range) hcl.Diagnostics {
+	limit, why, ok := p.maxNodes()
+	if !ok {
+		return nil
+	}
 	total := 0
 	for _, g := range groups {
 		total += min(g.DesiredCapacity, math.MaxInt-total) // saturate, not wrap

@@ -158,7 +158,10 @@ type Nodes struct {
 
 // NodeChanges decides the node changes: restarts of drifted nodes first
 // (a member that is down weakens the quorum every later step needs), then
-// deletes, newest first, then creates, then replacements, oldest first.
+// creates, then deletes, then replacements, oldest first. Scale-in keeps
+// the nodes whose boot config is current and, among equals, the oldest: so
+// a run stopped half-way through a replacement resumes it (the outdated
+// node goes, not the new one) instead of starting over.
 func NodeChanges(in Nodes) []Change {
 	var updates, deletes, creates, replaces []Change
 	byGroup := map[string][]Existing{}
@@ -184,18 +187,22 @@ func NodeChanges(in Nodes) []Change {
 		}
 	}
 	for _, g := range in.Groups {
-		have := oldestFirst(byGroup[g.Name])
+		have := keepFirst(byGroup[g.Name], g.Boot)
 		keep := have[:min(len(have), g.Capacity)]
-		for _, n := range newestFirst(have[len(keep):]) {
+		for _, n := range slices.Backward(have[len(keep):]) {
+			why := "newest first"
+			if len(n.Boot.Diff(g.Boot)) > 0 {
+				why = "outdated boot config first"
+			}
 			deletes = append(deletes, Change{Kind: Node, Name: n.Name, Action: Delete, Group: g.Name,
-				Reason: fmt.Sprintf("desired_capacity %d → %d, newest first", len(have), g.Capacity)})
+				Reason: fmt.Sprintf("desired_capacity %d → %d, %s", len(have), g.Capacity, why)})
 		}
 		names := freeNames(g.Name, have)
 		for range g.Capacity - len(keep) {
 			creates = append(creates, Change{Kind: Node, Name: names(), Action: Create, Group: g.Name,
 				Reason: fmt.Sprintf("desired_capacity %d → %d", len(have), g.Capacity)})
 		}
-		for _, n := range keep {
+		for _, n := range oldestFirst(keep) {
 			fields := n.Boot.Diff(g.Boot)
 			drift := in.drift(n.Name)
 			switch {
@@ -220,7 +227,7 @@ func NodeChanges(in Nodes) []Change {
 				Reason: "not in the state", Drift: "found live, not recorded in the state"})
 		}
 	}
-	return slices.Concat(updates, deletes, creates, replaces)
+	return slices.Concat(updates, creates, deletes, replaces)
 }
 
 // drift says how a recorded node differs live, or "" if it does not (or
@@ -253,6 +260,23 @@ func newestFirst(ns []Existing) []Existing {
 	out := oldestFirst(ns)
 	slices.Reverse(out)
 	return out
+}
+
+// keepFirst orders a group's nodes by how much it wants to keep them: the
+// current boot config oldest first, then the outdated newest first. Read
+// backwards, the order to delete them in: the oldest outdated node first
+// (where a rolling replacement resumes), and among current ones the newest.
+func keepFirst(ns []Existing, boot Fingerprint) []Existing {
+	var current, outdated []Existing
+	for _, n := range oldestFirst(ns) {
+		if len(n.Boot.Diff(boot)) > 0 {
+			outdated = append(outdated, n)
+		} else {
+			current = append(current, n)
+		}
+	}
+	slices.Reverse(outdated)
+	return append(current, outdated...)
 }
 
 // freeNames hands out "<group>-<n>" for the lowest n no node of the group

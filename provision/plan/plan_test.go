@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +76,9 @@ func TestNodeChanges(t *testing.T) {
 			"create core-2"},
 		{"scale-out and a boot change together", Nodes{Groups: []Group{{"core", 4, v2}}, State: core3[:2]},
 			"create core-3, create core-4, replace core-1→core-5, replace core-2→core-6"},
+		{"a replacement stopped half-way resumes: the outdated node goes", Nodes{Groups: []Group{{"core", 3, v2}},
+			State: append(slices.Clone(core3), Existing{Name: "core-4", Group: "core", Index: 4, Created: t0.Add(time.Hour), Boot: v2})},
+			"delete core-1, replace core-2→core-5, replace core-3→core-6"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -37,6 +37,14 @@ type Node struct {
 	IP      netip.Addr `json:"ip"`
 	Role    Role       `json:"role"`
 	Created time.Time  `json:"created"`
+	// Boot is the node's boot config when it was made, field by field
+	// (see plan.Fingerprint): a field that differs from the file's later
+	// means the node is replaced, or updated in place where the provider
+	// can. Absent in state written before it was recorded.
+	Boot map[string]string `json:"boot,omitempty"`
+	// Host is the machine an ssh node was installed on, from the
+	// provider's hosts.
+	Host string `json:"host,omitempty"`
 }
 
 // State is the state file's content.
@@ -50,6 +58,12 @@ type State struct {
 	// blocks, in the order it submitted them. up destroys only these, so
 	// a unit a user started by hand with clusterctl is never touched.
 	Units []Unit `json:"units,omitempty"`
+	// Network is a digest of the overlay configuration last written to
+	// the cluster, so that plan can tell a changed network block.
+	Network string `json:"network,omitempty"`
+	// HostKeys are the SSH host keys seen on first use (ssh provider):
+	// host to "type SHA256:…". A different key later is refused.
+	HostKeys map[string]string `json:"host_keys,omitempty"`
 }
 
 // Unit is one unit provision submitted, with the hash of its content: a
@@ -171,7 +185,14 @@ func WriteFile(path string, data []byte) error {
 }
 
 // Lock is held for the length of one provision run.
-type Lock struct{ f *os.File }
+type Lock struct {
+	f *os.File
+	// Abandoned describes the run that held the lock last and died
+	// without releasing it ("pid 4242, up since 10:31:02"), or is "". The
+	// kernel freed its lock; the run that takes it over says so rather
+	// than carrying on silently.
+	Abandoned string
+}
 
 // ErrLocked says another run holds the lock.
 var ErrLocked = errors.New("locked")
@@ -193,9 +214,12 @@ func (d Dir) Lock(what string) (*Lock, error) {
 		return nil, fmt.Errorf("%w: another provision is working on this cluster (%s); wait for it or stop it",
 			ErrLocked, strings.TrimSpace(string(holder)))
 	}
+	// A clean Unlock empties the file: whatever is in it now was left by
+	// a run that died holding the lock.
+	prev, _ := os.ReadFile(path)
 	f.Truncate(0)
 	f.WriteString("pid " + strconv.Itoa(os.Getpid()) + ", " + what + " since " + time.Now().Format(time.TimeOnly) + "\n")
-	return &Lock{f: f}, nil
+	return &Lock{f: f, Abandoned: strings.TrimSpace(string(prev))}, nil
 }
 
 // Unlock releases the lock.

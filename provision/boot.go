@@ -1,0 +1,86 @@
+package provision
+
+import (
+	"crypto/sha512"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/corral-dev/corral/provision/state"
+	"github.com/corral-dev/corral/templates"
+)
+
+// deliveredURL is the binary's URL in the boot configs of providers that
+// put the binary on the machine themselves (ssh uploads it): both formats
+// want one, and nothing ever fetches it. A provider that serves assets
+// (a boot server, a bucket) gives its own.
+const deliveredURL = "https://delivered-by-provider.corral.invalid/clusterd"
+
+// bootNode is what the node boots with: what its Ignition config or
+// cloud-config carries, and what the ssh provider installs. It needs the
+// cluster's secrets, so the cluster must have been brought up once.
+func (c *cluster) bootNode(n state.Node) (templates.Node, error) {
+	tok, err := os.ReadFile(c.tokenFile())
+	if err != nil {
+		return templates.Node{}, fmt.Errorf("cluster %q has no join token yet (%w); run `provision up %s` first", c.cfg.Cluster.Name, err, c.opts.File)
+	}
+	g := c.group(n.Group)
+	if g == nil {
+		return templates.Node{}, fmt.Errorf("node %s: its group %q is no longer in %s", n.Name, n.Group, c.opts.File)
+	}
+	sum, err := c.binarySum()
+	if err != nil {
+		return templates.Node{}, err
+	}
+	node := templates.Node{
+		Hostname:          n.Name,
+		Cluster:           c.cfg.Cluster.Name,
+		SSHAuthorizedKeys: c.cfg.Cluster.SSHAuthorizedKeys,
+		Clusterd: templates.Clusterd{
+			Mode:       c.mode(n),
+			Servers:    c.servers(n),
+			Token:      string(tok),
+			IP:         n.IP,
+			Metadata:   g.Metadata,
+			MachineTTL: c.cfg.Cluster.MachineTTL,
+		},
+		Binary: templates.Binary{URL: deliveredURL, SHA512: sum},
+		Files:  g.Files,
+		Units:  g.Units,
+	}
+	if node.Clusterd.Mode == templates.ModeInit {
+		if node.Clusterd.CACert, err = os.ReadFile(c.adminFiles().CA); err != nil {
+			return node, err
+		}
+		if node.Clusterd.CAKey, err = os.ReadFile(c.caKeyFile()); err != nil {
+			return node, err
+		}
+	}
+	if nw := c.cfg.Network; nw != nil {
+		node.Clusterd.Network = templates.Network{Bridge: nw.Bridge, NoIPMasq: !nw.IPMasq}
+	}
+	return node, nil
+}
+
+// binarySum is the SHA-512 of the binary nodes run, computed once.
+func (c *cluster) binarySum() (string, error) {
+	if c.sum != "" {
+		return c.sum, nil
+	}
+	bin, err := c.binary()
+	if err != nil {
+		return "", err
+	}
+	f, err := os.Open(bin)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha512.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	c.sum = hex.EncodeToString(h.Sum(nil))
+	return c.sum, nil
+}
