@@ -61,3 +61,11 @@ type Report struct {
 type Reporter interface {
 	Reports() <-chan Report
 }
+
+// Preparer is implemented by providers that bring machines up in one batch
+// (`vagrant up a b c`) rather than one by one: provision calls Prepare with
+// every node of the cluster before it launches any of them, so the batch
+// can be made at once; Launch then installs and starts each node.
+type Preparer interface {
+	Prepare(ctx context.Context, specs []NodeSpec) error
+}

@@ -238,6 +238,11 @@ func (a *apply) launch(ctx context.Context, names, shown []string) error {
 		}
 		specs = append(specs, spec)
 	}
+	if p, ok := a.t.(providers.Preparer); ok {
+		if err := p.Prepare(ctx, specs); err != nil {
+			return err
+		}
+	}
 	errs := make([]error, len(specs))
 	var wg sync.WaitGroup
 	for i, spec := range specs {

@@ -104,9 +104,10 @@ func TestUpKilledAnywhereConverges(t *testing.T) {
 	}
 	down()
 
-	// Ten kill points spread over the run's output: the plan, launches,
-	// joins, the network.
-	n := len(full) - 1
+	// Ten kill points spread over the run's work as its output shows it:
+	// the plan, nodes recorded, launched, joined, the network; up to the
+	// line that says the cluster is up.
+	n := slices.IndexFunc(full, func(l string) bool { return strings.Contains(l, "is up:") })
 	if n < 10 {
 		t.Fatalf("an unbroken up printed only %d lines:\n%s", len(full), strings.Join(full, "\n"))
 	}
@@ -114,8 +115,13 @@ func TestUpKilledAnywhereConverges(t *testing.T) {
 		kill := 1 + i*(n-1)/9
 		t.Logf("kill at line %d of %d: %q", kill, len(full), full[kill-1])
 		upKilledAt(t, c, kill)
-		start := time.Now()
+		start, mark := time.Now(), len(c.Output())
 		c.Up()
+		// The killed run held the state's lock: the next one says it
+		// found it abandoned.
+		if !strings.Contains(c.Output()[mark:], "ended without finishing") {
+			t.Errorf("killed at line %d: the next up did not notice the abandoned lock:\n%s", kill, c.Output()[mark:])
+		}
 		if got := nodesOf(t, c); !slices.Equal(got, want) {
 			t.Fatalf("killed at line %d, the next up made %v, want %v\n%s", kill, got, want, c.Output())
 		}

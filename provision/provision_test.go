@@ -393,3 +393,25 @@ func TestScaleInRemovesMembers(t *testing.T) {
 		t.Fatalf("after scaling out again: %d members, want 3", members(ms))
 	}
 }
+
+// A node that fails as it boots is reported at once, with the last lines
+// of its log, instead of up waiting out its timeout.
+func TestBootFailureIsReported(t *testing.T) {
+	c := clustertest.Prepare(t, clustertest.Options{Nodes: 1})
+	bad := filepath.Join(t.TempDir(), "clusterd")
+	script := "#!/bin/sh\necho 'clusterd: cannot open /dev/kvm: refusing to start' >&2\nexit 3\n"
+	if err := os.WriteFile(bad, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err := provision.Up(context.Background(), provision.UpOptions{
+		Options: provision.Options{File: c.File, Out: &out, Err: &out, Binary: bad},
+		Timeout: 10 * time.Minute, // never reached: the report ends the wait
+	})
+	if err == nil || !strings.Contains(err.Error(), "node core-1") || !strings.Contains(err.Error(), "refusing to start") {
+		t.Fatalf("up with a node that cannot boot: %v\n%s", err, out.String())
+	}
+	if !regexp.MustCompile(`node core-1 +failed`).MatchString(out.String()) {
+		t.Errorf("the progress display does not show the failure:\n%s", out.String())
+	}
+}

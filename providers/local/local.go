@@ -228,22 +228,51 @@ func (p *Provider) pids(node string) []int {
 // clusterd returns the pid of the node's clusterd, or 0 if it isn't
 // running. Units outlive clusterd (the exec driver re-adopts them), so a
 // node with processes is not necessarily a node with clusterd.
+//
+// The pid file is written after the process starts, so a run killed in
+// between leaves a clusterd without one: when the file names no live
+// clusterd of the node, the node's processes are searched for it, and the
+// file is written again. Starting a second clusterd on the same data
+// would block on the first one's locks.
 func (p *Provider) clusterd(node string) int {
-	b, err := os.ReadFile(p.pidFile(node))
-	if err != nil {
-		return 0
+	if b, err := os.ReadFile(p.pidFile(node)); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && p.isClusterd(node, pid) {
+			return pid
+		}
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return 0
+	var candidates []int
+	if p.Isolation == Netns {
+		if !hostnet.Exists(p.Namespace(node)) {
+			return 0
+		}
+		candidates, _ = hostnet.PIDs(p.Namespace(node))
+	} else {
+		dirs, _ := os.ReadDir("/proc")
+		for _, d := range dirs {
+			if pid, err := strconv.Atoi(d.Name()); err == nil {
+				candidates = append(candidates, pid)
+			}
+		}
 	}
-	// A recycled pid must not be mistaken for the node: check its command
-	// line names the node's data directory.
+	for _, pid := range candidates {
+		if p.isClusterd(node, pid) {
+			os.WriteFile(p.pidFile(node), []byte(strconv.Itoa(pid)+"\n"), 0o600)
+			return pid
+		}
+	}
+	return 0
+}
+
+// isClusterd reports whether pid is the node's clusterd: run as clusterd,
+// with the node's data directory. A recycled pid, or a unit's process,
+// is not.
+func (p *Provider) isClusterd(node string, pid int) bool {
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(cmdline), p.nodeDir(node)) {
-		return 0
+	if err != nil {
+		return false
 	}
-	return pid
+	args := strings.Split(string(cmdline), "\x00")
+	return args[0] == "clusterd" && slices.Contains(args, p.nodeDir(node))
 }
 
 // Inventory lists the nodes that exist: by namespace, and by node directory.
