@@ -5,10 +5,8 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -18,11 +16,11 @@ import (
 
 	"github.com/corral-dev/corral/clusterd/registry"
 	"github.com/corral-dev/corral/clusterd/unitstore"
+	"github.com/corral-dev/corral/internal/sshsession"
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
-	"golang.org/x/sys/unix"
 )
 
 // exitSSHFailure is the status when clusterctl ssh itself fails (no such
@@ -110,9 +108,13 @@ func (o *sshOptions) run(cmd *cobra.Command, conn *connection, arg, command stri
 	stdin, _ := cmd.InOrStdin().(*os.File)
 	var status int
 	if command != "" {
-		status, err = runRemote(client, command, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+		status, err = sshsession.Run(client, command, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 	} else {
-		status, err = shell(client, stdin, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+		status, err = sshsession.Shell(client, stdin, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+	}
+	var killed *sshsession.Killed
+	if errors.As(err, &killed) {
+		return &ExitError{Code: killed.Code, Err: killed}
 	}
 	if err != nil {
 		return err
@@ -445,113 +447,4 @@ func knownAlgorithms(check ssh.HostKeyCallback, addr string) []string {
 		}
 	}
 	return algos
-}
-
-// runRemote runs command in a session and returns its exit status.
-func runRemote(client *ssh.Client, command string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	sess, err := client.NewSession()
-	if err != nil {
-		return 0, err
-	}
-	defer sess.Close()
-	sess.Stdin, sess.Stdout, sess.Stderr = stdin, stdout, stderr
-	return exitStatus(sess.Run(command))
-}
-
-// shell opens a login shell. When standard input is a terminal it asks for
-// a remote terminal of the same size, puts the local one in raw mode (so
-// keys such as ^C and the arrows go to the remote shell, which echoes) and
-// passes on window size changes; otherwise the shell reads commands from
-// standard input, as with ssh -T.
-func shell(client *ssh.Client, tty *os.File, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	sess, err := client.NewSession()
-	if err != nil {
-		return 0, err
-	}
-	defer sess.Close()
-	sess.Stdin, sess.Stdout, sess.Stderr = stdin, stdout, stderr
-	if tty != nil && isTerminal(tty) {
-		fd := int(tty.Fd())
-		w, h := termSize(fd)
-		term := os.Getenv("TERM")
-		if term == "" {
-			term = "xterm"
-		}
-		modes := ssh.TerminalModes{ssh.ECHO: 1, ssh.TTY_OP_ISPEED: 14400, ssh.TTY_OP_OSPEED: 14400}
-		if err := sess.RequestPty(term, h, w, modes); err != nil {
-			return 0, fmt.Errorf("asking for a terminal: %w", err)
-		}
-		restore, err := makeRaw(fd)
-		if err != nil {
-			return 0, err
-		}
-		defer restore()
-		winch := make(chan os.Signal, 1)
-		signal.Notify(winch, unix.SIGWINCH)
-		defer signal.Stop(winch)
-		go func() {
-			for range winch {
-				w, h := termSize(fd)
-				sess.WindowChange(h, w)
-			}
-		}()
-	}
-	if err := sess.Shell(); err != nil {
-		return 0, err
-	}
-	return exitStatus(sess.Wait())
-}
-
-// exitStatus turns a session's end into an exit status. A command killed by
-// a signal gets 128+n, as a shell reports it, and a message.
-func exitStatus(err error) (int, error) {
-	var exit *ssh.ExitError
-	var missing *ssh.ExitMissingError
-	switch {
-	case err == nil:
-		return 0, nil
-	case errors.As(err, &exit) && exit.Signal() != "":
-		return 0, &ExitError{Code: exit.ExitStatus(), Err: fmt.Errorf("remote command killed by SIG%s", exit.Signal())}
-	case errors.As(err, &exit):
-		return exit.ExitStatus(), nil
-	case errors.As(err, &missing):
-		return 0, errors.New("the remote command ended without an exit status (the connection was lost?)")
-	}
-	return 0, err
-}
-
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
-
-// termSize is the terminal's width and height, 80x24 if unknown.
-func termSize(fd int) (int, int) {
-	ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ)
-	if err != nil || ws.Col == 0 || ws.Row == 0 {
-		return 80, 24
-	}
-	return int(ws.Col), int(ws.Row)
-}
-
-// makeRaw puts the terminal in raw mode, as cfmakeraw(3) does (and
-// golang.org/x/term, which this module does not require), and returns how
-// to restore it.
-func makeRaw(fd int) (func(), error) {
-	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return nil, err
-	}
-	raw := *old
-	raw.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	raw.Oflag &^= unix.OPOST
-	raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	raw.Cflag &^= unix.CSIZE | unix.PARENB
-	raw.Cflag |= unix.CS8
-	raw.Cc[unix.VMIN] = 1
-	raw.Cc[unix.VTIME] = 0
-	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &raw); err != nil {
-		return nil, err
-	}
-	return func() { unix.IoctlSetTermios(fd, unix.TCSETS, old) }, nil
 }

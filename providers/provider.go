@@ -5,6 +5,7 @@ package providers
 
 import (
 	"context"
+	"io"
 	"net/netip"
 
 	"github.com/corral-dev/corral/templates"
@@ -68,4 +69,12 @@ type Reporter interface {
 // can be made at once; Launch then installs and starts each node.
 type Preparer interface {
 	Prepare(ctx context.Context, specs []NodeSpec) error
+}
+
+// Sheller is implemented by providers that can open a shell on a node, or
+// run a command there (`provision ssh`): over SSH where the node has a
+// machine of its own, in the node's namespace on this host for local.
+// It returns the command's exit status.
+type Sheller interface {
+	Shell(ctx context.Context, node, command string, in io.Reader, out, errOut io.Writer) (int, error)
 }

@@ -122,7 +122,24 @@ private.`,
 		},
 	}
 	output.Flags().StringVarP(&format, "output", "o", "text", "text or json")
-	root.AddCommand(withInputs(up), withInputs(planCmd), withInputs(render),
+	shell := &cobra.Command{
+		Use:   "ssh FILE NODE [-- COMMAND...]",
+		Short: "Open a shell on a node, or run COMMAND there",
+		Long: `ssh opens a shell on a node of the cluster in FILE, or runs COMMAND there,
+and exits with its status. It goes the provider's way: over SSH with the
+keys and pinned host keys up used (ssh, vagrant), or into the node's network
+namespace on this host (local), where clusterctl talks to that node.`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			code, err := Shell(cmd.Context(), ShellOptions{Options: opts(cmd, args), Node: args[1],
+				Command: strings.Join(args[2:], " "), In: cmd.InOrStdin()})
+			if err == nil && code != 0 {
+				return ExitCode(code)
+			}
+			return err
+		},
+	}
+	root.AddCommand(withInputs(up), withInputs(planCmd), withInputs(render), withInputs(shell),
 		withInputs(&cobra.Command{
 			Use:   "down FILE",
 			Short: "Remove every node and resource of the cluster in FILE",

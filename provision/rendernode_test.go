@@ -82,6 +82,19 @@ func TestRenderNode(t *testing.T) {
 		t.Errorf("unknown node: %v", err)
 	}
 
+	// provision ssh reaches the node where it runs: here, its namespace,
+	// with clusterctl at hand; the command's status is the exit status.
+	var shOut bytes.Buffer
+	cmd := provision.Command()
+	cmd.SetArgs([]string{"ssh", c.File, "core-1", "--", "clusterctl list-machines; ip -4 -o addr show eth0; exit 7"})
+	cmd.SetOut(&shOut)
+	cmd.SetErr(&shOut)
+	var code provision.ExitCode
+	if err := cmd.ExecuteContext(context.Background()); !errors.As(err, &code) || code != 7 ||
+		!strings.Contains(shOut.String(), "MACHINE") || !strings.Contains(shOut.String(), c.Node("core-1").IP.String()+"/") {
+		t.Errorf("provision ssh: %v\n%s", err, shOut.String())
+	}
+
 	// The file now replaces core-1: up asks first, and refuses when it
 	// cannot ask.
 	var out bytes.Buffer

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -378,3 +379,46 @@ func waitGone(pids []int, timeout time.Duration) error {
 
 // Check reports why this process can't use network namespaces, or nil.
 func Check() error { return hostnet.Check() }
+
+var _ providers.Sheller = (*Provider)(nil)
+
+// Shell runs command (a login shell when it is "") with sh in the node's
+// network namespace, in its directory, with CLUSTERD_DATA_DIR set so that
+// clusterctl there talks to the node as it would on a machine of its own.
+func (p *Provider) Shell(ctx context.Context, node, command string, in io.Reader, out, errOut io.Writer) (int, error) {
+	if _, err := os.Stat(p.nodeDir(node)); err != nil {
+		return 0, fmt.Errorf("no node %s in this cluster (%w)", node, err)
+	}
+	args := []string{"-i"}
+	if command != "" {
+		args = []string{"-c", command}
+	}
+	// clusterctl is the corral binary under that name, as on a machine.
+	bin := filepath.Join(p.nodeDir(node), "bin")
+	os.MkdirAll(bin, 0o700)
+	if _, err := os.Lstat(filepath.Join(bin, "clusterctl")); err != nil {
+		if err := os.Symlink(p.Binary, filepath.Join(bin, "clusterctl")); err != nil {
+			return 0, err
+		}
+	}
+	cmd := exec.CommandContext(ctx, "/bin/sh", args...)
+	cmd.Dir = p.nodeDir(node)
+	cmd.Env = append(os.Environ(), "CLUSTERD_DATA_DIR="+p.nodeDir(node), "PS1="+node+"# ",
+		"PATH="+bin+":"+os.Getenv("PATH"))
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, out, errOut
+	var err error
+	if p.Isolation == Netns {
+		err = hostnet.Start(p.Namespace(node), cmd)
+	} else {
+		err = cmd.Start()
+	}
+	if err != nil {
+		return 0, err
+	}
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return exit.ExitCode(), nil
+	}
+	return 0, err
+}
