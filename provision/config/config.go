@@ -268,7 +268,7 @@ func decode(body hcl.Body, filename string, in Inputs, parser *hclparse.Parser) 
 			cfg.Network, d = decodeNetwork(block, ctx)
 			diags = append(diags, d...)
 		case "node_group":
-			g, capRange, d := decodeNodeGroup(block, ctx)
+			g, capRange, d := decodeNodeGroup(block, ctx, filepath.Dir(filename))
 			diags = append(diags, d...)
 			if first, ok := groups[g.Name]; ok {
 				diags = append(diags, duplicate(block, first))
@@ -303,6 +303,7 @@ func decode(body hcl.Body, filename string, in Inputs, parser *hclparse.Parser) 
 		diags = append(diags, missing(filename, "node_group",
 			`A cluster needs at least one node_group; add node_group "core" { desired_capacity = 3 }.`))
 	}
+	diags = append(diags, checkPXE(&cfg.Provider, cfg.NodeGroups, capacityRanges)...)
 	if l := cfg.Provider.limiter(); l != nil {
 		diags = append(diags, checkCapacity(l, cfg.NodeGroups, capacityRanges)...)
 	}

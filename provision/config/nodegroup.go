@@ -52,7 +52,9 @@ type NodeGroup struct {
 	// Files are the file blocks, in file order: files written at first
 	// boot. Mode is at most 0777, and 0 when not set (templates writes
 	// 0644). Nil when there are none.
-	Files     []templates.File
+	Files []templates.File
+	// PXE is the group's bare-metal part (provider "pxe"), nil without one.
+	PXE       *PXEGroup
 	DeclRange hcl.Range
 }
 
@@ -67,10 +69,15 @@ var (
 			{Name: "max_size"},
 			{Name: "metadata"},
 			{Name: "userdata"},
+			{Name: "install_to_disk"},
+			{Name: "default"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{
 			{Type: "systemd_unit", LabelNames: []string{"name"}},
 			{Type: "file", LabelNames: []string{"path"}},
+			{Type: "machine", LabelNames: []string{"name"}},
+			{Type: "mac_range"},
+			{Type: "boot"},
 		},
 	}
 	systemdUnitSchema = &hcl.BodySchema{
@@ -90,7 +97,7 @@ var (
 
 // decodeNodeGroup decodes a node_group block. It also returns the range of
 // desired_capacity, for checks on the total across groups.
-func decodeNodeGroup(block *hcl.Block, ctx *hcl.EvalContext) (NodeGroup, hcl.Range, hcl.Diagnostics) {
+func decodeNodeGroup(block *hcl.Block, ctx *hcl.EvalContext, dir string) (NodeGroup, hcl.Range, hcl.Diagnostics) {
 	g := NodeGroup{Name: block.Labels[0], MaxSize: noMaxSize, Userdata: templates.FormatIgnition, DeclRange: block.DefRange}
 	diags := checkName(block, "node_group")
 
@@ -156,6 +163,7 @@ func decodeNodeGroup(block *hcl.Block, ctx *hcl.EvalContext) (NodeGroup, hcl.Ran
 			g.Files = append(g.Files, f)
 		}
 	}
+	diags = append(diags, decodePXEGroup(content, ctx, dir, &g)...)
 	return g, capRange, diags
 }
 

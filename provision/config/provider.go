@@ -18,6 +18,7 @@ type Provider struct {
 	Type      string
 	Local     *LocalProvider
 	SSH       *SSHProvider
+	PXE       *PXEProvider
 	DeclRange hcl.Range
 }
 
@@ -34,12 +35,13 @@ type LocalProvider struct {
 var providerDecoders = map[string]func(body hcl.Body, ctx *hcl.EvalContext, dir string, p *Provider) hcl.Diagnostics{
 	"local": decodeLocal,
 	"ssh":   decodeSSH,
+	"pxe":   decodePXE,
 }
 
 // plannedProviders are part of the language but not of this version. They
 // get their own message so a file written for a later version is not
 // reported as a typo.
-var plannedProviders = []string{"aws", "pxe", "vagrant"}
+var plannedProviders = []string{"aws", "vagrant"}
 
 func decodeProvider(block *hcl.Block, ctx *hcl.EvalContext, dir string, p *Provider) hcl.Diagnostics {
 	p.Type = block.Labels[0]
