@@ -203,13 +203,18 @@ func (a *apply) record(name, group string, replaces string) error {
 // client; a replacement takes the role of the node it replaces.
 func (c *cluster) newNode(t target, name, group, replaces string) (*state.Node, error) {
 	n := state.Node{Name: name, Group: group, Created: time.Now().UTC(), Role: state.Client}
-	fmt.Sscanf(strings.TrimPrefix(name, group+"-"), "%d", &n.Index)
+	g := c.group(group)
+	if i := slices.Index(g.NodeNames(), name); i >= 0 {
+		n.Index = i + 1 // a named machine: its place in the file
+	} else {
+		fmt.Sscanf(strings.TrimPrefix(name, group+"-"), "%d", &n.Index)
+	}
 	if old := c.state.Node(replaces); old != nil {
 		n.Role = old.Role
 	} else if len(c.state.Members()) < c.cfg.Cluster.EtcdMembers {
 		n.Role = state.Member
 	}
-	if g := c.group(group); g != nil {
+	if g != nil {
 		n.Boot = c.groupBoot(*g)
 	}
 	return &n, t.assign(&n, c.state.Nodes)

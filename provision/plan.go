@@ -62,7 +62,7 @@ func (c *cluster) plan(ctx context.Context, t target) (*plan.Plan, error) {
 	}
 	in := plan.Nodes{Live: live, InPlace: t.inPlace()}
 	for _, g := range c.cfg.NodeGroups {
-		in.Groups = append(in.Groups, plan.Group{Name: g.Name, Capacity: g.DesiredCapacity, Boot: c.groupBoot(g)})
+		in.Groups = append(in.Groups, plan.Group{Name: g.Name, Capacity: g.DesiredCapacity, Boot: c.groupBoot(g), Names: g.NodeNames()})
 	}
 	for _, n := range c.state.Nodes {
 		in.State = append(in.State, plan.Existing{Name: n.Name, Group: n.Group, Index: n.Index, Created: n.Created, Boot: n.Boot})

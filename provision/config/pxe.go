@@ -342,7 +342,7 @@ func checkPXE(p *Provider, groups []NodeGroup, capRanges []hcl.Range) hcl.Diagno
 // its named machines first, then "<group>-<n>". Nil when nodes are all
 // named "<group>-<n>".
 func (g *NodeGroup) NodeNames() []string {
-	if g.PXE == nil || len(g.PXE.Machines) == 0 {
+	if g == nil || g.PXE == nil || len(g.PXE.Machines) == 0 {
 		return nil
 	}
 	var out []string

@@ -127,6 +127,9 @@ type Group struct {
 	Name     string
 	Capacity int
 	Boot     Fingerprint
+	// Names, when set, are the names nodes take first, in order (bare
+	// metal's named machines); beyond them nodes are "<group>-<n>".
+	Names []string
 }
 
 // Existing is a node the state records.
@@ -197,7 +200,7 @@ func NodeChanges(in Nodes) []Change {
 			deletes = append(deletes, Change{Kind: Node, Name: n.Name, Action: Delete, Group: g.Name,
 				Reason: fmt.Sprintf("desired_capacity %d → %d, %s", len(have), g.Capacity, why)})
 		}
-		names := freeNames(g.Name, have)
+		names := freeNames(g, have)
 		for range g.Capacity - len(keep) {
 			creates = append(creates, Change{Kind: Node, Name: names(), Action: Create, Group: g.Name,
 				Reason: fmt.Sprintf("desired_capacity %d → %d", len(have), g.Capacity)})
@@ -279,20 +282,27 @@ func keepFirst(ns []Existing, boot Fingerprint) []Existing {
 	return append(current, outdated...)
 }
 
-// freeNames hands out "<group>-<n>" for the lowest n no node of the group
-// has, one per call.
-func freeNames(group string, have []Existing) func() string {
-	used := map[int]bool{}
+// freeNames hands out the group's names in order (see Group.Names), then
+// "<group>-<n>" for the lowest n no node of the group has, one per call.
+func freeNames(g Group, have []Existing) func() string {
+	taken := map[string]bool{}
 	for _, n := range have {
-		used[n.Index] = true
+		taken[n.Name] = true
 	}
 	next := 1
 	return func() string {
-		for used[next] {
+		for _, name := range g.Names {
+			if !taken[name] {
+				taken[name] = true
+				return name
+			}
+		}
+		for taken[g.Name+"-"+strconv.Itoa(next)] {
 			next++
 		}
-		used[next] = true
-		return group + "-" + strconv.Itoa(next)
+		name := g.Name + "-" + strconv.Itoa(next)
+		taken[name] = true
+		return name
 	}
 }
 

@@ -52,31 +52,34 @@ func TestNodeChanges(t *testing.T) {
 		in   Nodes
 		want string
 	}{
-		{"first up", Nodes{Groups: []Group{{"core", 3, v1}}},
+		{"first up", Nodes{Groups: []Group{{Name: "core", Capacity: 3, Boot: v1}}},
 			"create core-1, create core-2, create core-3"},
-		{"no change", Nodes{Groups: []Group{{"core", 3, v1}}, State: core3, Live: running("core-1", "core-2", "core-3")},
+		{"no change", Nodes{Groups: []Group{{Name: "core", Capacity: 3, Boot: v1}}, State: core3, Live: running("core-1", "core-2", "core-3")},
 			""},
-		{"3 to 5 creates exactly two", Nodes{Groups: []Group{{"core", 5, v1}}, State: core3, Live: running("core-1", "core-2", "core-3")},
+		{"3 to 5 creates exactly two", Nodes{Groups: []Group{{Name: "core", Capacity: 5, Boot: v1}}, State: core3, Live: running("core-1", "core-2", "core-3")},
 			"create core-4, create core-5"},
-		{"5 to 3 deletes the newest first", Nodes{Groups: []Group{{"core", 3, v1}}, State: core5},
+		{"5 to 3 deletes the newest first", Nodes{Groups: []Group{{Name: "core", Capacity: 3, Boot: v1}}, State: core5},
 			"delete core-5, delete core-4"},
-		{"boot change replaces one at a time, oldest first", Nodes{Groups: []Group{{"core", 3, v2}}, State: core3},
+		{"boot change replaces one at a time, oldest first", Nodes{Groups: []Group{{Name: "core", Capacity: 3, Boot: v2}}, State: core3},
 			"replace core-1→core-4, replace core-2→core-5, replace core-3→core-6"},
-		{"boot change on an in-place provider updates", Nodes{Groups: []Group{{"core", 2, v2}}, State: core3[:2], InPlace: true},
+		{"boot change on an in-place provider updates", Nodes{Groups: []Group{{Name: "core", Capacity: 2, Boot: v2}}, State: core3[:2], InPlace: true},
 			"update core-1, update core-2"},
-		{"a node recorded without a fingerprint is not replaced", Nodes{Groups: []Group{{"core", 1, v2}}, State: nodes("core", 1, nil)},
+		{"a node recorded without a fingerprint is not replaced", Nodes{Groups: []Group{{Name: "core", Capacity: 1, Boot: v2}}, State: nodes("core", 1, nil)},
 			""},
-		{"a node not running is started again", Nodes{Groups: []Group{{"core", 3, v1}}, State: core3, Live: running("core-1", "core-3")},
+		{"a node not running is started again", Nodes{Groups: []Group{{Name: "core", Capacity: 3, Boot: v1}}, State: core3, Live: running("core-1", "core-3")},
 			"update core-2"},
-		{"a live node the state lacks is deleted", Nodes{Groups: []Group{{"core", 1, v1}}, State: core3[:1], Live: running("core-1", "core-7")},
+		{"a live node the state lacks is deleted", Nodes{Groups: []Group{{Name: "core", Capacity: 1, Boot: v1}}, State: core3[:1], Live: running("core-1", "core-7")},
 			"delete core-7"},
-		{"a dropped group goes whole, newest first", Nodes{Groups: []Group{{"core", 1, v1}}, State: append(core3[:1:1], nodes("db", 2, v1)...)},
+		{"a dropped group goes whole, newest first", Nodes{Groups: []Group{{Name: "core", Capacity: 1, Boot: v1}}, State: append(core3[:1:1], nodes("db", 2, v1)...)},
 			"delete db-2, delete db-1"},
-		{"a freed name is used again", Nodes{Groups: []Group{{"core", 3, v1}}, State: []Existing{core5[0], core5[2]}},
+		{"a freed name is used again", Nodes{Groups: []Group{{Name: "core", Capacity: 3, Boot: v1}}, State: []Existing{core5[0], core5[2]}},
 			"create core-2"},
-		{"scale-out and a boot change together", Nodes{Groups: []Group{{"core", 4, v2}}, State: core3[:2]},
+		{"named machines first, then numbered", Nodes{Groups: []Group{{Name: "metal", Capacity: 4, Boot: v1, Names: []string{"node1", "node2"}}},
+			State: []Existing{{Name: "node2", Group: "metal", Index: 2, Created: t0, Boot: v1}}},
+			"create node1, create metal-1, create metal-2"},
+		{"scale-out and a boot change together", Nodes{Groups: []Group{{Name: "core", Capacity: 4, Boot: v2}}, State: core3[:2]},
 			"create core-3, create core-4, replace core-1→core-5, replace core-2→core-6"},
-		{"a replacement stopped half-way resumes: the outdated node goes", Nodes{Groups: []Group{{"core", 3, v2}},
+		{"a replacement stopped half-way resumes: the outdated node goes", Nodes{Groups: []Group{{Name: "core", Capacity: 3, Boot: v2}},
 			State: append(slices.Clone(core3), Existing{Name: "core-4", Group: "core", Index: 4, Created: t0.Add(time.Hour), Boot: v2})},
 			"delete core-1, replace core-2→core-5, replace core-3→core-6"},
 	}
@@ -91,7 +94,7 @@ func TestNodeChanges(t *testing.T) {
 
 func TestReplaceNamesFields(t *testing.T) {
 	cs := NodeChanges(Nodes{
-		Groups: []Group{{"core", 1, Fingerprint{"metadata": "b", "unit x.service": "u"}}},
+		Groups: []Group{{Name: "core", Capacity: 1, Boot: Fingerprint{"metadata": "b", "unit x.service": "u"}}},
 		State:  nodes("core", 1, Fingerprint{"metadata": "a", "file /etc/motd": "m"}),
 	})
 	if len(cs) != 1 || cs[0].Reason != "boot config changed: file /etc/motd, metadata, unit x.service" {
@@ -125,7 +128,7 @@ func TestWrite(t *testing.T) {
 		t.Fatalf("empty plan as JSON: %s (%v)", b.String(), err)
 	}
 
-	p.Changes = NodeChanges(Nodes{Groups: []Group{{"core", 1, Fingerprint{"a": "2"}}}, State: nodes("core", 1, Fingerprint{"a": "1"})})
+	p.Changes = NodeChanges(Nodes{Groups: []Group{{Name: "core", Capacity: 1, Boot: Fingerprint{"a": "2"}}}, State: nodes("core", 1, Fingerprint{"a": "1"})})
 	b.Reset()
 	p.WriteText(&b, true)
 	if !strings.Contains(b.String(), "\x1b[35m-/+\x1b[0m") {
