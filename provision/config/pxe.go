@@ -33,6 +33,13 @@ type PXEProvider struct {
 	URL string
 	// TFTP serves iPXE's chainload binaries on port 69 of Listen's host.
 	TFTP bool
+	// Network is the machines' network. Named machines get fixed
+	// addresses in it, node n of them (counting across groups in file
+	// order) .10+n, which the dnsmasq configuration reserves by MAC: the
+	// etcd members' addresses must be known before they boot, as every
+	// joining node's config names them. Machines of a mac_range or a
+	// default group get whatever DHCP gives them, so they can't be members.
+	Network netip.Prefix
 	// Interface and ProxyDHCP shape the dnsmasq configuration that
 	// `provision render --format dnsmasq` prints: proxy-DHCP (the network
 	// has a DHCP server of its own) or a full DHCP server.
@@ -93,7 +100,7 @@ type Boot struct {
 
 var (
 	pxeSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "listen"}, {Name: "url"}, {Name: "tftp"}, {Name: "interface"}, {Name: "proxy_dhcp"},
+		{Name: "listen"}, {Name: "url"}, {Name: "tftp"}, {Name: "interface"}, {Name: "proxy_dhcp"}, {Name: "network", Required: true},
 	}}
 	machineSchema  = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "mac", Required: true}, {Name: "uuid"}, {Name: "metadata"}}}
 	macRangeSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "from", Required: true}, {Name: "to", Required: true}}}
@@ -114,6 +121,15 @@ func decodePXE(body hcl.Body, ctx *hcl.EvalContext, _ string, p *Provider) hcl.D
 	}{{"listen", &x.Listen}, {"url", &x.URL}, {"tftp", &x.TFTP}, {"interface", &x.Interface}, {"proxy_dhcp", &x.ProxyDHCP}} {
 		_, d := decodeAttr(content, a.name, ctx, a.target)
 		diags = append(diags, d...)
+	}
+	var network string
+	if attr, d := decodeAttr(content, "network", ctx, &network); attr != nil {
+		diags = append(diags, d...)
+		if cidr, problem := parseLocalCIDR(network); problem != "" {
+			diags = append(diags, attrError(attr, "Invalid network", strings.Replace(problem, "cidr", "network", 1)))
+		} else {
+			x.Network = cidr
+		}
 	}
 	host, port, err := net.SplitHostPort(x.Listen)
 	listen := content.Attributes["listen"]

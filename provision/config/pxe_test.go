@@ -9,8 +9,9 @@ import (
 )
 
 const pxeProvider = `provider "pxe" {
-  listen = "10.0.0.1:8080"
-  tftp   = true
+  listen  = "10.0.0.1:8080"
+  tftp    = true
+  network = "10.0.0.0/24"
 }`
 
 func pxeFiles() map[string]string {
@@ -47,7 +48,7 @@ node_group "metal" {
 `
 	cfg := mustParseIn(t, src, Inputs{}, pxeFiles())
 	p := cfg.Provider.PXE
-	if p == nil || p.Listen != "10.0.0.1:8080" || p.URL != "http://10.0.0.1:8080" || !p.TFTP {
+	if p == nil || p.Listen != "10.0.0.1:8080" || p.URL != "http://10.0.0.1:8080" || !p.TFTP || p.Network.String() != "10.0.0.0/24" {
 		t.Fatalf("provider: %+v", p)
 	}
 	g := cfg.NodeGroups[0]
@@ -89,19 +90,19 @@ node_group "metal" {
 		line                       int
 	}{
 		{"bad MAC", group(`  desired_capacity = 1`, `  machine "a" { mac = "52:54:00" }`, boot),
-			"Invalid MAC address", `"52:54:00" is not an Ethernet MAC address`, 8},
+			"Invalid MAC address", `"52:54:00" is not an Ethernet MAC address`, 9},
 		{"no boot block", group(`  desired_capacity = 1`, `  machine "a" { mac = "52:54:00:00:00:01" }`),
-			"Missing boot block", `Node group "metal" of provider "pxe" needs a boot block`, 6},
+			"Missing boot block", `Node group "metal" of provider "pxe" needs a boot block`, 7},
 		{"more nodes than machines", group(`  desired_capacity = 2`, `  machine "a" { mac = "52:54:00:00:00:01" }`, boot),
-			"Too many nodes", `desired_capacity is 2, but node group "metal" names 1 machines`, 7},
+			"Too many nodes", `desired_capacity is 2, but node group "metal" names 1 machines`, 8},
 		{"duplicate MAC", group(`  desired_capacity = 2`, `  machine "a" { mac = "52:54:00:00:00:01" }`, `  machine "b" { mac = "52-54-00-00-00-01" }`, boot),
-			"Duplicate MAC address", `Machine "b" of node group "metal" has MAC 52:54:00:00:00:01, as machine "a" does.`, 6},
+			"Duplicate MAC address", `Machine "b" of node group "metal" has MAC 52:54:00:00:00:01, as machine "a" does.`, 7},
 		{"duplicate machine", group(`  desired_capacity = 1`, `  machine "a" { mac = "52:54:00:00:00:01" }`, `  machine "a" { mac = "52:54:00:00:00:02" }`, boot),
-			`Duplicate machine "a"`, `already has a machine "a"`, 9},
+			`Duplicate machine "a"`, `already has a machine "a"`, 10},
 		{"boot file missing", group(`  desired_capacity = 0`, `  boot { kernel = "assets/nope" }`),
-			"Boot file not found", `assets/nope: stat`, 8},
+			"Boot file not found", `assets/nope: stat`, 9},
 		{"range backwards", group(`  desired_capacity = 0`, `  mac_range {`, `    from = "52:54:00:00:00:09"`, `    to = "52:54:00:00:00:01"`, `  }`, boot),
-			"Invalid mac_range", "to 52:54:00:00:00:01 is below from 52:54:00:00:00:09.", 10},
+			"Invalid mac_range", "to 52:54:00:00:00:01 is below from 52:54:00:00:00:09.", 11},
 		{"machines without provider pxe", `cluster "c" {}
 provider "local" {}
 node_group "metal" {
@@ -110,12 +111,15 @@ node_group "metal" {
 }
 `, `Bare-metal settings without provider "pxe"`, `Node group "metal" has machine`, 3},
 		{"listen on any address without url", `cluster "c" {}
-provider "pxe" { listen = "0.0.0.0:8080" }
+provider "pxe" {
+  listen  = "0.0.0.0:8080"
+  network = "10.0.0.0/24"
+}
 node_group "metal" {
   desired_capacity = 0
 ` + boot + `
 }
-`, "Missing url", "set url to the address they reach it at", 2},
+`, "Missing url", "set url to the address they reach it at", 3},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
