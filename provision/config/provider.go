@@ -19,6 +19,7 @@ type Provider struct {
 	Local     *LocalProvider
 	SSH       *SSHProvider
 	PXE       *PXEProvider
+	Vagrant   *VagrantProvider
 	DeclRange hcl.Range
 }
 
@@ -33,15 +34,16 @@ type LocalProvider struct {
 // the cluster file's directory, which relative paths are relative to. Each
 // provider has its own schema; adding a provider means adding an entry.
 var providerDecoders = map[string]func(body hcl.Body, ctx *hcl.EvalContext, dir string, p *Provider) hcl.Diagnostics{
-	"local": decodeLocal,
-	"ssh":   decodeSSH,
-	"pxe":   decodePXE,
+	"local":   decodeLocal,
+	"ssh":     decodeSSH,
+	"pxe":     decodePXE,
+	"vagrant": decodeVagrant,
 }
 
 // plannedProviders are part of the language but not of this version. They
 // get their own message so a file written for a later version is not
 // reported as a typo.
-var plannedProviders = []string{"aws", "vagrant"}
+var plannedProviders = []string{"aws"}
 
 func decodeProvider(block *hcl.Block, ctx *hcl.EvalContext, dir string, p *Provider) hcl.Diagnostics {
 	p.Type = block.Labels[0]
@@ -135,6 +137,8 @@ func (p *Provider) limiter() nodeLimiter {
 		return p.Local
 	case p.SSH != nil:
 		return p.SSH
+	case p.Vagrant != nil:
+		return p.Vagrant
 	}
 	return nil
 }
