@@ -34,6 +34,8 @@ func Down(ctx context.Context, opts Options) error {
 	// and at once (a clean etcd shutdown without quorum waits out timeouts).
 	if c.local != nil {
 		c.local.Grace = -1
+	} else if s, ok := p.(*sshTarget); ok {
+		s.Grace = -1 // clusterd gets the least the provider allows (1 s)
 	}
 	var wg sync.WaitGroup
 	var outMu sync.Mutex // Out is any writer, not one safe for concurrent use

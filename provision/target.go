@@ -78,6 +78,12 @@ func (c *cluster) target() (target, error) {
 			return nil, err
 		}
 		c.tgt = localTarget{Provider: p, stateDir: c.dir.Path}
+	case "ssh":
+		t, err := c.sshTarget()
+		if err != nil {
+			return nil, err
+		}
+		c.tgt = t
 	default:
 		return nil, fmt.Errorf("provider %q cannot run clusters yet", c.cfg.Provider.Type)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/corral-dev/corral/clusterd/registry"
 	"github.com/corral-dev/corral/clusterd/store"
 	"github.com/corral-dev/corral/internal/corralbin"
+	"github.com/corral-dev/corral/internal/sshtest"
 	"github.com/corral-dev/corral/providers"
 	"github.com/corral-dev/corral/templates"
 	"golang.org/x/crypto/ssh"
@@ -49,23 +50,24 @@ func TestCluster(t *testing.T) {
 	start := time.Now()
 	bin := corralbin.Path(t)
 	sum := sha512File(t, bin)
-	tn := newTestNet(t)
-	makeMountpoints(t)
+	tn := sshtest.NewNet(t)
+	tn.Logs = []string{logPath}
+	sshtest.MakeMountpoints(t)
 	dir := t.TempDir()
-	clientKey := newKey(t, filepath.Join(dir, "id_ed25519"))
+	clientKey := sshtest.NewKey(t, filepath.Join(dir, "id_ed25519"))
 	authorized := filepath.Join(dir, "authorized_keys")
 	if err := os.WriteFile(authorized, ssh.MarshalAuthorizedKey(clientKey), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	shadow := unlockedShadow(t, dir)
-	var machines []*machine
+	shadow := sshtest.UnlockedShadow(t, dir)
+	var machines []*sshtest.Machine
 	for i := range 3 {
-		machines = append(machines, tn.newMachine(t, i, authorized, shadow))
+		machines = append(machines, tn.Machine(t, i, authorized, shadow))
 	}
 	t.Logf("3 machines with sshd up in %v", time.Since(start).Round(time.Millisecond))
 
 	// The cluster's PKI, as provision makes it.
-	cluster := "ssh" + tn.id
+	cluster := "ssh" + tn.ID
 	ca, err := pki.NewCA(cluster)
 	if err != nil {
 		t.Fatal(err)
@@ -91,10 +93,10 @@ func TestCluster(t *testing.T) {
 	specs := make([]providers.NodeSpec, 3)
 	for i, m := range machines {
 		n := &templates.Node{
-			Hostname: m.name, Cluster: cluster,
+			Hostname: m.Name, Cluster: cluster,
 			Clusterd: templates.Clusterd{
-				Mode: templates.ModeJoin, Token: tok.String(), CACert: ca.CertPEM(), IP: m.ip,
-				Servers: []string{machines[0].ip.String()}, MachineTTL: 5 * time.Second,
+				Mode: templates.ModeJoin, Token: tok.String(), CACert: ca.CertPEM(), IP: m.IP,
+				Servers: []string{machines[0].IP.String()}, MachineTTL: 5 * time.Second,
 				Driver: "exec", Network: templates.Network{Disabled: true},
 			},
 			// The URL is what user data would fetch; over SSH the binary is
@@ -104,14 +106,14 @@ func TestCluster(t *testing.T) {
 		if i == 0 {
 			n.Clusterd.Mode, n.Clusterd.CAKey, n.Clusterd.Servers = templates.ModeInit, caKey, nil
 		}
-		specs[i] = providers.NodeSpec{Name: m.name, IP: m.ip, Boot: n}
+		specs[i] = providers.NodeSpec{Name: m.Name, IP: m.IP, Boot: n}
 	}
 
 	var mu sync.Mutex
 	recorded := map[string]string{}
 	hosts := map[string]string{}
 	for _, m := range machines {
-		hosts[m.name] = m.ip.String()
+		hosts[m.Name] = m.IP.String()
 	}
 	p := &Provider{
 		Hosts: hosts, User: "root", IdentityFiles: []string{filepath.Join(dir, "id_ed25519")}, NoAgent: true,
@@ -135,8 +137,8 @@ func TestCluster(t *testing.T) {
 		}
 		t.Logf("Launch %s (upload, install, start, join): %v", spec.Name, time.Since(began).Round(time.Millisecond))
 		m := machines[i]
-		if got, want := recorded[m.ip.String()], fingerprint(m.key); got != want {
-			t.Errorf("%s: recorded host key %q, the machine's is %q", m.name, got, want)
+		if got, want := recorded[m.IP.String()], fingerprint(m.Key); got != want {
+			t.Errorf("%s: recorded host key %q, the machine's is %q", m.Name, got, want)
 		}
 	}
 	if len(recorded) != 3 || len(p.HostKeys) != 3 {
@@ -146,7 +148,7 @@ func TestCluster(t *testing.T) {
 	// The cluster, from outside: three machines in the registry.
 	var eps []string
 	for _, m := range machines {
-		eps = append(eps, store.ClientURL(m.ip.AsSlice(), 0))
+		eps = append(eps, store.ClientURL(m.IP.AsSlice(), 0))
 	}
 	cli, err := store.Connect(ctx, admin, eps)
 	if err != nil {
@@ -193,19 +195,19 @@ func TestCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, f := range inst.Files {
-			got, err := m.read(f.Path)
+			got, err := m.Read(f.Path)
 			if err != nil || got != string(f.Content) {
-				t.Errorf("%s: %s: %v, content %q, want %q", m.name, f.Path, err, got, f.Content)
+				t.Errorf("%s: %s: %v, content %q, want %q", m.Name, f.Path, err, got, f.Content)
 			}
-			if st, err := os.Stat(m.path(f.Path)); err != nil || st.Mode().Perm() != f.Mode {
-				t.Errorf("%s: %s: mode %v, want %v (%v)", m.name, f.Path, st.Mode().Perm(), f.Mode, err)
+			if st, err := os.Stat(m.Path(f.Path)); err != nil || st.Mode().Perm() != f.Mode {
+				t.Errorf("%s: %s: mode %v, want %v (%v)", m.Name, f.Path, st.Mode().Perm(), f.Mode, err)
 			}
 		}
-		if got, err := m.read(inst.UnitDir + "/clusterd.service"); err != nil || got != inst.Units[0].Content {
-			t.Errorf("%s: clusterd.service as installed: %v %q", m.name, err, got)
+		if got, err := m.Read(inst.UnitDir + "/clusterd.service"); err != nil || got != inst.Units[0].Content {
+			t.Errorf("%s: clusterd.service as installed: %v %q", m.Name, err, got)
 		}
-		if got := sha512File(t, m.path(inst.BinaryPath)); got != sum {
-			t.Errorf("%s: %s has SHA-512 %s, want %s", m.name, inst.BinaryPath, got, sum)
+		if got := sha512File(t, m.Path(inst.BinaryPath)); got != sum {
+			t.Errorf("%s: %s has SHA-512 %s, want %s", m.Name, inst.BinaryPath, got, sum)
 		}
 		// The machines share the host's root file system but for the
 		// private directories: nothing reached the host.
@@ -220,20 +222,20 @@ func TestCluster(t *testing.T) {
 		pid   string
 		files map[string]string
 	}
-	snapshot := func(m *machine) snap {
-		pid, err := m.read(clusterdPID)
+	snapshot := func(m *sshtest.Machine) snap {
+		pid, err := m.Read(clusterdPID)
 		if err != nil {
-			t.Fatalf("%s: %v", m.name, err)
+			t.Fatalf("%s: %v", m.Name, err)
 		}
 		s := snap{pid: strings.TrimSpace(pid), files: map[string]string{}}
-		man, err := m.read(manifestPath)
+		man, err := m.Read(manifestPath)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, f := range append(parseManifest(man).files, manifestPath) {
-			st, err := os.Stat(m.path(f))
+			st, err := os.Stat(m.Path(f))
 			if err != nil {
-				t.Fatalf("%s: %v", m.name, err)
+				t.Fatalf("%s: %v", m.Name, err)
 			}
 			s.files[f] = fmt.Sprint(st.ModTime().UnixNano(), st.Sys().(*syscall.Stat_t).Ino)
 		}
@@ -243,30 +245,30 @@ func TestCluster(t *testing.T) {
 		before := snapshot(m)
 		began := time.Now()
 		if err := p.Launch(ctx, specs[i]); err != nil {
-			t.Fatalf("Launch %s again: %v", m.name, err)
+			t.Fatalf("Launch %s again: %v", m.Name, err)
 		}
-		t.Logf("Launch %s again (a no-op): %v", m.name, time.Since(began).Round(time.Millisecond))
+		t.Logf("Launch %s again (a no-op): %v", m.Name, time.Since(began).Round(time.Millisecond))
 		after := snapshot(m)
 		if after.pid != before.pid {
-			t.Errorf("%s: clusterd restarted (pid %s, now %s)", m.name, before.pid, after.pid)
+			t.Errorf("%s: clusterd restarted (pid %s, now %s)", m.Name, before.pid, after.pid)
 		}
 		for f, v := range before.files {
 			if after.files[f] != v {
-				t.Errorf("%s: %s was written again", m.name, f)
+				t.Errorf("%s: %s was written again", m.Name, f)
 			}
 		}
 	}
 
 	// A changed host key is refused, before anything is sent.
 	m3 := machines[2]
-	oldKey := m3.key
-	changed := m3.newHostKey()
+	oldKey := m3.Key
+	changed := m3.NewHostKey()
 	err = p.Launch(ctx, specs[2])
 	var hk *HostKeyError
 	if !errors.As(err, &hk) {
 		t.Fatalf("Launch with a changed host key: %v, want a *HostKeyError", err)
 	}
-	for _, want := range []string{m3.ip.String(), ssh.FingerprintSHA256(oldKey), ssh.FingerprintSHA256(changed), m3.name} {
+	for _, want := range []string{m3.IP.String(), ssh.FingerprintSHA256(oldKey), ssh.FingerprintSHA256(changed), m3.Name} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the host key error does not name %s: %v", want, err)
 		}
@@ -278,20 +280,20 @@ func TestCluster(t *testing.T) {
 	if _, err := p.Inventory(ctx); !errors.As(err, &hk) {
 		t.Errorf("Inventory with a changed host key: %v, want a *HostKeyError", err)
 	}
-	if err := p.Terminate(ctx, m3.name); !errors.As(err, &hk) {
+	if err := p.Terminate(ctx, m3.Name); !errors.As(err, &hk) {
 		t.Errorf("Terminate with a changed host key: %v, want a *HostKeyError", err)
 	}
-	if recorded[m3.ip.String()] != fingerprint(oldKey) {
-		t.Errorf("the recorded key changed to %q", recorded[m3.ip.String()])
+	if recorded[m3.IP.String()] != fingerprint(oldKey) {
+		t.Errorf("the recorded key changed to %q", recorded[m3.IP.String()])
 	}
 
 	// The same refusal from a known_hosts file.
 	kh := filepath.Join(dir, "known_hosts")
 	var lines []string
 	for _, m := range machines[:2] {
-		lines = append(lines, knownhosts.Line([]string{m.addr()}, m.key))
+		lines = append(lines, knownhosts.Line([]string{m.Addr()}, m.Key))
 	}
-	lines = append(lines, knownhosts.Line([]string{m3.addr()}, oldKey))
+	lines = append(lines, knownhosts.Line([]string{m3.Addr()}, oldKey))
 	if err := os.WriteFile(kh, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -304,13 +306,13 @@ func TestCluster(t *testing.T) {
 	// Once the operator accepts the new key (drops the old record), the
 	// machine is as it was: Launch records the key and changes nothing.
 	p.mu.Lock()
-	delete(p.HostKeys, m3.ip.String())
+	delete(p.HostKeys, m3.IP.String())
 	p.mu.Unlock()
 	if err := p.Launch(ctx, specs[2]); err != nil {
 		t.Fatalf("Launch after accepting the new key: %v", err)
 	}
-	if recorded[m3.ip.String()] != fingerprint(changed) {
-		t.Errorf("recorded %q, want the new key %q", recorded[m3.ip.String()], fingerprint(changed))
+	if recorded[m3.IP.String()] != fingerprint(changed) {
+		t.Errorf("recorded %q, want the new key %q", recorded[m3.IP.String()], fingerprint(changed))
 	}
 
 	// A command that fails names the host, the command and its stderr.
@@ -321,7 +323,7 @@ func TestCluster(t *testing.T) {
 	_, err = c.run(ctx, argv("sh", "-c", "echo no such thing >&2; exit 3"), nil)
 	c.Close()
 	var re *RemoteError
-	if !errors.As(err, &re) || re.Node != "core-1" || re.Host != machines[0].addr() || re.Stderr != "no such thing\n" ||
+	if !errors.As(err, &re) || re.Node != "core-1" || re.Host != machines[0].Addr() || re.Stderr != "no such thing\n" ||
 		!strings.Contains(err.Error(), `sh -c 'echo no such thing >&2; exit 3'`) || !strings.Contains(err.Error(), "exited with status 3") {
 		t.Errorf("a failing command: %v", err)
 	}
@@ -330,39 +332,39 @@ func TestCluster(t *testing.T) {
 	// A unit's process on core-1 (the exec driver gives units
 	// CLUSTERD_DATA_DIR), and one on core-2 with the same data directory,
 	// which is another machine's and must survive core-1's removal.
-	unit1 := machines[0].start([]string{"CLUSTERD_DATA_DIR=/var/lib/clusterd"}, "sleep", "1000")
-	unit2 := machines[1].start([]string{"CLUSTERD_DATA_DIR=/var/lib/clusterd"}, "sleep", "1000")
+	unit1 := machines[0].Start([]string{"CLUSTERD_DATA_DIR=/var/lib/clusterd"}, "sleep", "1000")
+	unit2 := machines[1].Start([]string{"CLUSTERD_DATA_DIR=/var/lib/clusterd"}, "sleep", "1000")
 
 	// Terminate removes clusterd and what was installed.
 	for i := len(machines) - 1; i >= 0; i-- {
 		m := machines[i]
-		man, err := m.read(manifestPath)
+		man, err := m.Read(manifestPath)
 		if err != nil {
 			t.Fatal(err)
 		}
 		installed := parseManifest(man).files
-		pid, _ := m.read(clusterdPID)
+		pid, _ := m.Read(clusterdPID)
 		began := time.Now()
-		if err := p.Terminate(ctx, m.name); err != nil {
-			t.Fatalf("Terminate %s: %v", m.name, err)
+		if err := p.Terminate(ctx, m.Name); err != nil {
+			t.Fatalf("Terminate %s: %v", m.Name, err)
 		}
-		t.Logf("Terminate %s: %v", m.name, time.Since(began).Round(time.Millisecond))
+		t.Logf("Terminate %s: %v", m.Name, time.Since(began).Round(time.Millisecond))
 		for _, f := range append(installed, manifestPath, supervisorPath, clusterdPID, supervisorPID, logPath, "/var/lib/clusterd/machine-id") {
-			if _, err := os.Stat(m.path(f)); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("%s: %s still there after Terminate (%v)", m.name, f, err)
+			if _, err := os.Stat(m.Path(f)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s: %s still there after Terminate (%v)", m.Name, f, err)
 			}
 		}
 		// These are the machine's mount points here, so they stay, empty.
 		for _, d := range []string{"/etc/corral", "/var/lib/corral", "/var/lib/clusterd", "/opt/bin"} {
-			if ents, err := os.ReadDir(m.path(d)); len(ents) > 0 || err != nil && !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("%s: %s not emptied: %v %v", m.name, d, ents, err)
+			if ents, err := os.ReadDir(m.Path(d)); len(ents) > 0 || err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s: %s not emptied: %v %v", m.Name, d, ents, err)
 			}
 		}
 		if alive(strings.TrimSpace(pid)) {
-			t.Errorf("%s: clusterd (pid %s) still runs", m.name, pid)
+			t.Errorf("%s: clusterd (pid %s) still runs", m.Name, pid)
 		}
-		if err := p.Terminate(ctx, m.name); err != nil {
-			t.Errorf("Terminate %s again: %v", m.name, err)
+		if err := p.Terminate(ctx, m.Name); err != nil {
+			t.Errorf("Terminate %s again: %v", m.Name, err)
 		}
 		if i == 1 && (alive(fmt.Sprint(unit2.Process.Pid)) || !alive(fmt.Sprint(unit1.Process.Pid))) {
 			t.Errorf("after core-2's Terminate: its unit process alive %v, core-1's %v (want false, true)",
