@@ -53,6 +53,12 @@ func Up(ctx context.Context, opts UpOptions) error {
 	if err != nil {
 		return err
 	}
+	// The provider first: one that can't work here (no vagrant, no
+	// namespaces) is reported before anything is written.
+	t, err := c.target(ctx)
+	if err != nil {
+		return err
+	}
 	lock, err := c.dir.Lock("up")
 	if err != nil {
 		return err
@@ -63,10 +69,6 @@ func Up(ctx context.Context, opts UpOptions) error {
 	}
 	if opts.Timeout == 0 {
 		opts.Timeout = 2 * time.Minute
-	}
-	t, err := c.target()
-	if err != nil {
-		return err
 	}
 	out := c.opts.Out
 	fmt.Fprintf(out, "cluster %q: %s\n", c.cfg.Cluster.Name, t.describe())

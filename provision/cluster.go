@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/corral-dev/corral/bootstrap/pki"
 	"github.com/corral-dev/corral/clusterd/store"
@@ -46,6 +47,26 @@ type cluster struct {
 	local *local.Provider // when the provider is local
 	tgt   target
 	sum   string // the SHA-512 of the binary nodes run, once computed
+	// keysMu guards state.HostKeys and the saves of recordHostKey, which
+	// SSH connections call from concurrent launches and inventories.
+	keysMu sync.Mutex
+}
+
+// recordHostKey keeps a host's first SSH key in the state, and saves the
+// state if there is one on disk already: a plan before the first up
+// writes nothing (up's first save carries the key; until then the key is
+// only trusted for this run).
+func (c *cluster) recordHostKey(host, fingerprint string) error {
+	c.keysMu.Lock()
+	defer c.keysMu.Unlock()
+	if c.state.HostKeys == nil {
+		c.state.HostKeys = map[string]string{}
+	}
+	c.state.HostKeys[host] = fingerprint
+	if !c.dir.Exists() {
+		return nil
+	}
+	return c.dir.Save(c.state)
 }
 
 // open loads and validates the file (printing HCL's diagnostics) and the

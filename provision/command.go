@@ -91,21 +91,21 @@ change, 2 when there are changes, and 1 on error.`,
 	planCmd.Flags().StringVarP(&format, "output", "o", "text", "text or json")
 	var node, renderFormat string
 	render := &cobra.Command{
-		Use:   "render FILE --node NAME",
-		Short: "Print the boot config a node gets: Ignition or cloud-config",
+		Use:   "render FILE [--node NAME] [--format FORMAT]",
+		Short: "Print a node's boot config (Ignition, cloud-config), or the provider's file (Vagrantfile)",
 		Long: `render prints the config a node boots with, rendered from FILE and the
 cluster's state exactly as up gives it to the provider: an Ignition config
 (spec 3.4.0) or a cloud-config. The node is one the state has, or one the
 plan would create. The output holds the cluster's join token: keep it
-private.`,
+private. With provider "vagrant", --format vagrantfile prints the
+Vagrantfile up would write, and runs nothing.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return RenderNode(cmd.Context(), RenderOptions{Options: opts(cmd, args), Node: node, Format: renderFormat})
 		},
 	}
-	render.Flags().StringVar(&node, "node", "", "the node to render, e.g. core-1 (required)")
-	render.Flags().StringVar(&renderFormat, "format", "", "ignition or cloud-config (default: the node group's userdata)")
-	render.MarkFlagRequired("node")
+	render.Flags().StringVar(&node, "node", "", "the node to render, e.g. core-1 (for ignition and cloud-config)")
+	render.Flags().StringVar(&renderFormat, "format", "", "ignition or cloud-config (default: the node group's userdata); vagrantfile (provider vagrant)")
 	output := &cobra.Command{
 		Use:   "output FILE [NAME]",
 		Short: "Print the file's outputs, or the one named (a string as it is, else JSON)",

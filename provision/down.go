@@ -19,7 +19,7 @@ func Down(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	p, err := c.target()
+	p, err := c.target(ctx)
 	if err != nil {
 		lock.Unlock()
 		return err

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/corral-dev/corral/providers/local"
 	"github.com/corral-dev/corral/provision/config"
 	"github.com/corral-dev/corral/provision/plan"
 	"github.com/corral-dev/corral/provision/progress"
@@ -30,7 +31,7 @@ func Plan(ctx context.Context, opts PlanOptions) (changes bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	t, err := c.target()
+	t, err := c.target(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -47,11 +48,6 @@ func Plan(ctx context.Context, opts PlanOptions) (changes bool, err error) {
 // plan compares the file with the state and with what the provider has
 // live, and decides what up must change.
 func (c *cluster) plan(ctx context.Context, t target) (*plan.Plan, error) {
-	pl := &plan.Plan{Cluster: c.cfg.Cluster.Name, Provider: c.cfg.Provider.Type}
-	if _, err := os.Stat(c.tokenFile()); err != nil {
-		pl.Changes = append(pl.Changes, plan.Change{Kind: plan.Cluster, Name: c.cfg.Cluster.Name, Action: plan.Create,
-			Reason: "CA, join token, admin certificate"})
-	}
 	insts, err := t.Inventory(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing the provider's nodes: %w", err)
@@ -60,7 +56,18 @@ func (c *cluster) plan(ctx context.Context, t target) (*plan.Plan, error) {
 	for _, in := range insts {
 		live[in.Name] = plan.Live{Running: in.Running, Detail: in.Detail}
 	}
-	in := plan.Nodes{Live: live, InPlace: t.inPlace()}
+	return c.planWith(live, t.inPlace())
+}
+
+// planWith is the plan against live, the provider's inventory; nil
+// leaves the provider out (what the file and the state alone decide).
+func (c *cluster) planWith(live map[string]plan.Live, inPlace bool) (*plan.Plan, error) {
+	pl := &plan.Plan{Cluster: c.cfg.Cluster.Name, Provider: c.cfg.Provider.Type}
+	if _, err := os.Stat(c.tokenFile()); err != nil {
+		pl.Changes = append(pl.Changes, plan.Change{Kind: plan.Cluster, Name: c.cfg.Cluster.Name, Action: plan.Create,
+			Reason: "CA, join token, admin certificate"})
+	}
+	in := plan.Nodes{Live: live, InPlace: inPlace}
 	for _, g := range c.cfg.NodeGroups {
 		in.Groups = append(in.Groups, plan.Group{Name: g.Name, Capacity: g.DesiredCapacity, Boot: c.groupBoot(g), Names: g.NodeNames()})
 	}
@@ -69,7 +76,7 @@ func (c *cluster) plan(ctx context.Context, t target) (*plan.Plan, error) {
 	}
 	pl.Changes = append(pl.Changes, plan.NodeChanges(in)...)
 
-	if c.cfg.Network != nil && t.overlay() {
+	if c.cfg.Network != nil && (c.local == nil || c.local.Isolation == local.Netns) {
 		if d := c.networkDigest(); c.state.Network != d {
 			ch := plan.Change{Kind: plan.Network, Name: c.cfg.Network.CIDR.String(), Action: plan.Create,
 				Reason: "overlay " + c.cfg.Network.Backend}

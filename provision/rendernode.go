@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 
@@ -23,7 +24,22 @@ func RenderNode(ctx context.Context, opts RenderOptions) error {
 	if err != nil {
 		return err
 	}
-	t, err := c.target()
+	switch opts.Format {
+	case "vagrantfile":
+		if c.cfg.Provider.Type != "vagrant" {
+			return fmt.Errorf("--format vagrantfile is for provider \"vagrant\"; %s has provider %q", opts.File, c.cfg.Provider.Type)
+		}
+		b, err := c.vagrantfile(ctx)
+		if err != nil {
+			return err
+		}
+		_, err = c.opts.Out.Write(b)
+		return err
+	}
+	if opts.Node == "" {
+		return fmt.Errorf("--node is needed for --format %s", cmp.Or(opts.Format, "ignition or cloud-config"))
+	}
+	t, err := c.target(ctx)
 	if err != nil {
 		return err
 	}
@@ -55,7 +71,7 @@ func RenderNode(ctx context.Context, opts RenderOptions) error {
 
 // plannedNode is a node the plan would create, as it would be recorded.
 func (c *cluster) plannedNode(ctx context.Context, t target, name string) (*state.Node, error) {
-	pl, err := c.plan(ctx, t)
+	pl, err := c.planWith(nil, t.inPlace())
 	if err != nil {
 		return nil, err
 	}

@@ -26,7 +26,7 @@ func Shell(ctx context.Context, opts ShellOptions) (int, error) {
 	if c.state.Node(opts.Node) == nil {
 		return 0, fmt.Errorf("cluster %q has no node %q; `provision status %s` lists them", c.cfg.Cluster.Name, opts.Node, opts.File)
 	}
-	t, err := c.target()
+	t, err := c.target(ctx)
 	if err != nil {
 		return 0, err
 	}

@@ -23,7 +23,7 @@ func Status(ctx context.Context, opts Options) error {
 		fmt.Fprintf(c.opts.Out, "cluster %q has no nodes; run `provision up %s`\n", c.cfg.Cluster.Name, opts.File)
 		return nil
 	}
-	p, err := c.target()
+	p, err := c.target(ctx)
 	if err != nil {
 		return err
 	}

@@ -67,7 +67,7 @@ func (t localTarget) machineID(_ context.Context, n state.Node) (string, error) 
 
 // target sets up the cluster's provider: for local, with the isolation the
 // cluster was made with (or the best available for a new one).
-func (c *cluster) target() (target, error) {
+func (c *cluster) target(ctx context.Context) (target, error) {
 	if c.tgt != nil {
 		return c.tgt, nil
 	}
@@ -80,6 +80,12 @@ func (c *cluster) target() (target, error) {
 		c.tgt = localTarget{Provider: p, stateDir: c.dir.Path}
 	case "ssh":
 		t, err := c.sshTarget()
+		if err != nil {
+			return nil, err
+		}
+		c.tgt = t
+	case "vagrant":
+		t, err := c.vagrantTarget(ctx, true)
 		if err != nil {
 			return nil, err
 		}

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/corral-dev/corral/providers"
 	"github.com/corral-dev/corral/providers/ssh"
@@ -35,9 +34,6 @@ type sshTarget struct {
 	*ssh.Provider
 	c   *cluster
 	cfg *config.SSHProvider
-	// mu guards c.state.HostKeys and the state saves of OnNewHostKey,
-	// which the provider calls from concurrent launches and inventories.
-	mu sync.Mutex
 }
 
 func (c *cluster) sshTarget() (*sshTarget, error) {
@@ -59,22 +55,10 @@ func (c *cluster) sshTarget() (*sshTarget, error) {
 	return t, nil
 }
 
-// recordHostKey keeps a host's first key in the state, and saves the state
-// if there is one on disk already: a plan before the first up writes
-// nothing (up's first save carries the key; until then the key is only
-// trusted for this run).
+// recordHostKey keeps a host's first key in the state (see
+// cluster.recordHostKey).
 func (t *sshTarget) recordHostKey(host, fingerprint string) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	st := t.c.state
-	if st.HostKeys == nil {
-		st.HostKeys = map[string]string{}
-	}
-	st.HostKeys[host] = fingerprint
-	if !t.c.dir.Exists() {
-		return nil
-	}
-	return t.c.dir.Save(st)
+	return t.c.recordHostKey(host, fingerprint)
 }
 
 // refreshHosts rebuilds the provider's hosts: every node of the state (and

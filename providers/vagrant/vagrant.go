@@ -331,11 +331,34 @@ func (p *Provider) Launch(ctx context.Context, spec providers.NodeSpec) error {
 
 // installSSH is the ssh provider's Launch on the machine.
 func (p *Provider) installSSH(ctx context.Context, spec providers.NodeSpec, c sshConfig) error {
+	return p.sshTo(spec.Name, c).Launch(ctx, spec)
+}
+
+var _ providers.Sheller = (*Provider)(nil)
+
+// Shell runs command (a shell when "") on the node's machine over SSH,
+// with the parameters of `vagrant ssh-config` and the pinned host key.
+func (p *Provider) Shell(ctx context.Context, node, command string, in io.Reader, out, errOut io.Writer) (int, error) {
+	m := MachineName(node)
+	b, err := p.run(ctx, false, "ssh-config", m)
+	if err != nil {
+		return 0, err
+	}
+	c := parseSSHConfig(b)
+	if c.HostName == "" {
+		return 0, fmt.Errorf("vagrant: ssh-config %s has no HostName:\n%s", m, b)
+	}
+	return p.sshTo(node, c).Shell(ctx, node, command, in, out, errOut)
+}
+
+// sshTo is an ssh provider for one node's machine, as ssh-config describes
+// it.
+func (p *Provider) sshTo(node string, c sshConfig) *ssh.Provider {
 	p.mu.Lock()
 	keys := maps.Clone(p.SSH.HostKeys)
 	p.mu.Unlock()
-	s := &ssh.Provider{
-		Hosts:         map[string]string{spec.Name: net.JoinHostPort(c.HostName, cmp.Or(c.Port, "22"))},
+	return &ssh.Provider{
+		Hosts:         map[string]string{node: net.JoinHostPort(c.HostName, cmp.Or(c.Port, "22"))},
 		User:          c.User,
 		IdentityFiles: c.IdentityFiles,
 		// As ssh-config's IdentitiesOnly: an agent's many keys could
@@ -363,7 +386,6 @@ func (p *Provider) installSSH(ctx context.Context, spec providers.NodeSpec, c ss
 		JoinTimeout: p.SSH.JoinTimeout,
 		Grace:       p.SSH.Grace,
 	}
-	return s.Launch(ctx, spec)
 }
 
 // Inventory lists the machines of the Vagrantfile that exist, by node
