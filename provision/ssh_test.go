@@ -181,6 +181,14 @@ func TestSSH(t *testing.T) {
 		t.Errorf("status:\n%s", got())
 	}
 	t.Logf("status:\n%s", got())
+
+	// provision ssh runs a command on a node's machine over SSH, with the
+	// pinned host key, and exits with its status.
+	reset()
+	code, err := provision.Shell(ctx, provision.ShellOptions{Options: opts, Node: "core-2", Command: "cat /etc/motd; exit 5", In: strings.NewReader("")})
+	if err != nil || code != 5 || !strings.Contains(got(), "managed by corral") {
+		t.Errorf("provision ssh core-2: status %d, %v:\n%s", code, err, got())
+	}
 	cli.Close()
 
 	// Down removes everything, on every machine and here.
