@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -32,6 +33,17 @@ type DnsmasqOptions struct {
 	EnableTFTP bool
 	TFTPRoot   string
 	TFTPServer netip.Addr
+	// Hosts are fixed addresses by MAC (full DHCP only): the etcd members'
+	// addresses must be known before they boot, as every joining node's
+	// config names them.
+	Hosts []DnsmasqHost
+}
+
+// DnsmasqHost is a machine that always gets the same address.
+type DnsmasqHost struct {
+	MAC  string
+	IP   netip.Addr
+	Name string
 }
 
 // leaseString writes d the way dnsmasq reads it.
@@ -68,9 +80,23 @@ func (o DnsmasqOptions) check() error {
 		return fmt.Errorf("pxe: dnsmasq: lease time %v is shorter than dnsmasq's minimum of 2m", o.LeaseTime)
 	}
 	if o.Proxy {
+		if len(o.Hosts) > 0 {
+			return fmt.Errorf("pxe: dnsmasq: fixed addresses need full DHCP: in proxy mode the network's DHCP server hands out addresses")
+		}
 		return nil
 	}
 	n := o.Network.Masked()
+	for _, h := range o.Hosts {
+		if _, err := NormalizeMAC(h.MAC); err != nil {
+			return err
+		}
+		if !n.Contains(h.IP) {
+			return fmt.Errorf("pxe: dnsmasq: host %s's address %v is not in %v", h.Name, h.IP, n)
+		}
+		if err := checkWord("host name", h.Name, false); err != nil || strings.ContainsAny(h.Name, `,"#`) {
+			return fmt.Errorf("pxe: dnsmasq: host name %q can't go in dnsmasq's configuration", h.Name)
+		}
+	}
 	if !o.RangeStart.IsValid() || !o.RangeEnd.IsValid() {
 		return fmt.Errorf("pxe: dnsmasq: full DHCP needs the range of addresses to lease (RangeStart, RangeEnd)")
 	}
@@ -137,6 +163,14 @@ func DnsmasqConfig(o DnsmasqOptions) ([]byte, error) {
 	} else {
 		p("# Addresses leased to the machines, for %s each.", leaseString(lease))
 		p("dhcp-range=%s,%s,%s,%s", o.RangeStart, o.RangeEnd, mask, leaseString(lease))
+		if len(o.Hosts) > 0 {
+			p("")
+			p("# Fixed addresses: the etcd members' must be known before they boot.")
+			for _, h := range o.Hosts {
+				mac, _ := NormalizeMAC(h.MAC)
+				p("dhcp-host=%s,%s,%s", mac, h.IP, h.Name)
+			}
+		}
 	}
 	p("")
 	p("# iPXE says who it is with user class \"iPXE\" and option 175: tag its requests")

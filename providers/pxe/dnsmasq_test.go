@@ -125,3 +125,30 @@ func TestDnsmasqConfigRefuses(t *testing.T) {
 		}
 	}
 }
+
+// Fixed addresses by MAC are reservations dnsmasq accepts; proxy mode,
+// which hands out no address, refuses them.
+func TestDnsmasqHosts(t *testing.T) {
+	o := DnsmasqOptions{Network: netip.MustParsePrefix("10.0.0.0/24"), RangeStart: netip.MustParseAddr("10.0.0.200"), RangeEnd: netip.MustParseAddr("10.0.0.250"),
+		BootURL: "http://10.0.0.1:8080/boot.ipxe", EnableTFTP: true,
+		Hosts: []DnsmasqHost{{MAC: "52-54-00-A1-00-01", IP: netip.MustParseAddr("10.0.0.11"), Name: "node1"}, {MAC: "52:54:00:a1:00:02", IP: netip.MustParseAddr("10.0.0.12"), Name: "node2"}}}
+	conf, err := DnsmasqConfig(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"dhcp-host=52:54:00:a1:00:01,10.0.0.11,node1\n", "dhcp-host=52:54:00:a1:00:02,10.0.0.12,node2\n"} {
+		if !bytes.Contains(conf, []byte(want)) {
+			t.Errorf("no %q in\n%s", want, conf)
+		}
+	}
+	dnsmasqTest(t, conf)
+	o.Proxy = true
+	if _, err := DnsmasqConfig(o); err == nil || !strings.Contains(err.Error(), "need full DHCP") {
+		t.Errorf("proxy mode with fixed addresses: %v", err)
+	}
+	o.Proxy = false
+	o.Hosts[0].IP = netip.MustParseAddr("10.9.0.11")
+	if _, err := DnsmasqConfig(o); err == nil || !strings.Contains(err.Error(), "not in 10.0.0.0/24") {
+		t.Errorf("an address outside the network: %v", err)
+	}
+}
