@@ -59,6 +59,7 @@ func Up(ctx context.Context, opts UpOptions) error {
 	if err != nil {
 		return err
 	}
+	defer t.release()
 	lock, err := c.dir.Lock("up")
 	if err != nil {
 		return err

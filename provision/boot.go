@@ -45,7 +45,7 @@ func (c *cluster) bootNode(n state.Node) (templates.Node, error) {
 			Metadata:   g.Metadata,
 			MachineTTL: c.cfg.Cluster.MachineTTL,
 		},
-		Binary: templates.Binary{URL: deliveredURL, SHA512: sum},
+		Binary: templates.Binary{URL: c.binaryURL(), SHA512: sum},
 		Files:  g.Files,
 		Units:  g.Units,
 	}
@@ -83,4 +83,13 @@ func (c *cluster) binarySum() (string, error) {
 	}
 	c.sum = hex.EncodeToString(h.Sum(nil))
 	return c.sum, nil
+}
+
+// binaryURL is where a node fetches clusterd from: the boot server's
+// assets for bare metal, else the placeholder of providers that deliver it.
+func (c *cluster) binaryURL() string {
+	if p := c.cfg.Provider.PXE; p != nil {
+		return p.URL + "/assets/clusterd"
+	}
+	return deliveredURL
 }

@@ -3,8 +3,10 @@ package provision
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/corral-dev/corral/provision/config"
@@ -98,14 +100,17 @@ cluster's state exactly as up gives it to the provider: an Ignition config
 (spec 3.4.0) or a cloud-config. The node is one the state has, or one the
 plan would create. The output holds the cluster's join token: keep it
 private. With provider "vagrant", --format vagrantfile prints the
-Vagrantfile up would write, and runs nothing.`,
+Vagrantfile up would write, and runs nothing. With provider "pxe",
+--format dnsmasq prints a dnsmasq configuration for the machines' network
+(proxy-DHCP, or full DHCP with the named machines' addresses reserved by
+MAC), to run as it is: dnsmasq --conf-file=FILE --no-daemon.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return RenderNode(cmd.Context(), RenderOptions{Options: opts(cmd, args), Node: node, Format: renderFormat})
 		},
 	}
 	render.Flags().StringVar(&node, "node", "", "the node to render, e.g. core-1 (for ignition and cloud-config)")
-	render.Flags().StringVar(&renderFormat, "format", "", "ignition or cloud-config (default: the node group's userdata); vagrantfile (provider vagrant)")
+	render.Flags().StringVar(&renderFormat, "format", "", "ignition or cloud-config (default: the node group's userdata); vagrantfile (provider vagrant); dnsmasq (provider pxe)")
 	output := &cobra.Command{
 		Use:   "output FILE [NAME]",
 		Short: "Print the file's outputs, or the one named (a string as it is, else JSON)",
@@ -139,6 +144,25 @@ namespace on this host (local), where clusterctl talks to that node.`,
 			return err
 		},
 	}
+	serve := &cobra.Command{
+		Use:   "serve FILE",
+		Short: "Keep a pxe cluster's boot server up, so its machines can boot again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return Serve(ctx, opts(cmd, args))
+		},
+	}
+	reprovision := &cobra.Command{
+		Use:   "reprovision FILE NODE",
+		Short: "Make a bare-metal node that installed to disk install again at its next network boot",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return Reprovision(opts(cmd, args), args[1])
+		},
+	}
+	root.AddCommand(withInputs(serve), withInputs(reprovision))
 	root.AddCommand(withInputs(up), withInputs(planCmd), withInputs(render), withInputs(shell),
 		withInputs(&cobra.Command{
 			Use:   "down FILE",

@@ -25,6 +25,16 @@ func RenderNode(ctx context.Context, opts RenderOptions) error {
 		return err
 	}
 	switch opts.Format {
+	case "dnsmasq":
+		if c.cfg.Provider.Type != "pxe" {
+			return fmt.Errorf("--format dnsmasq is for provider \"pxe\"; %s has provider %q", opts.File, c.cfg.Provider.Type)
+		}
+		b, err := c.dnsmasqConfig()
+		if err != nil {
+			return err
+		}
+		_, err = c.opts.Out.Write(b)
+		return err
 	case "vagrantfile":
 		if c.cfg.Provider.Type != "vagrant" {
 			return fmt.Errorf("--format vagrantfile is for provider \"vagrant\"; %s has provider %q", opts.File, c.cfg.Provider.Type)

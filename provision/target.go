@@ -35,6 +35,8 @@ type target interface {
 	isolation() string
 	// logHint says where to read a node's log.
 	logHint() string
+	// release lets go of what setup holds for the run (a boot server).
+	release()
 }
 
 // localTarget runs nodes as processes on this host.
@@ -51,6 +53,7 @@ func (t localTarget) teardown(ctx context.Context) error { return t.Teardown(ctx
 func (t localTarget) inPlace() bool                      { return false }
 func (t localTarget) overlay() bool                      { return t.Isolation == local.Netns }
 func (t localTarget) isolation() string                  { return string(t.Isolation) }
+func (t localTarget) release()                           {}
 func (t localTarget) logHint() string {
 	return "logs in " + state.Dir{Path: t.stateDir}.NodeDir("<node>") + "/clusterd.log"
 }
@@ -80,6 +83,12 @@ func (c *cluster) target(ctx context.Context) (target, error) {
 		c.tgt = localTarget{Provider: p, stateDir: c.dir.Path}
 	case "ssh":
 		t, err := c.sshTarget()
+		if err != nil {
+			return nil, err
+		}
+		c.tgt = t
+	case "pxe":
+		t, err := c.pxeTarget()
 		if err != nil {
 			return nil, err
 		}

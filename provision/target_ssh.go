@@ -106,6 +106,7 @@ func (t *sshTarget) teardown(context.Context) error { return nil }
 func (t *sshTarget) inPlace() bool                  { return true }
 func (t *sshTarget) overlay() bool                  { return true }
 func (t *sshTarget) isolation() string              { return "" }
+func (t *sshTarget) release()                       {}
 
 func (t *sshTarget) logHint() string {
 	return "on the node's host: journalctl -u clusterd (systemd), else " + sshLog

@@ -58,6 +58,7 @@ func (t *vagrantTarget) teardown(context.Context) error { return nil } // the di
 func (t *vagrantTarget) inPlace() bool                  { return true }
 func (t *vagrantTarget) overlay() bool                  { return true }
 func (t *vagrantTarget) isolation() string              { return "" }
+func (t *vagrantTarget) release()                       {}
 func (t *vagrantTarget) logHint() string {
 	return "read one with: provision ssh FILE NODE -- journalctl -u clusterd"
 }

@@ -45,6 +45,12 @@ type Node struct {
 	// Host is the machine an ssh node was installed on, from the
 	// provider's hosts.
 	Host string `json:"host,omitempty"`
+	// MAC is a bare-metal node's machine (pxe): from its machine block,
+	// or the first machine of the group's mac_range that booted.
+	MAC string `json:"mac,omitempty"`
+	// Installed is when a bare-metal node installed itself to disk; it
+	// boots from the disk from then on (`provision reprovision` clears it).
+	Installed *time.Time `json:"installed,omitempty"`
 }
 
 // State is the state file's content.
