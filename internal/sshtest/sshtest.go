@@ -23,6 +23,7 @@ import (
 	"bufio"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -76,7 +77,7 @@ exec sleep infinity
 type Net struct {
 	ID     string       // random, 6 hex digits: names the bridge, namespaces and veths
 	Bridge string       // the bridge's name
-	Prefix netip.Prefix // the machines' /24; the bridge has .1, machine i .11+i
+	Prefix netip.Prefix // the machines' /24; the bridge has .1, machine i .11+i (or its host number, MachineAt)
 	// Logs are files on each machine logged (their last 40 lines) when
 	// the test fails: by default the ssh provider's supervised log.
 	Logs []string
@@ -86,6 +87,17 @@ type Net struct {
 // when network namespaces or sshd are not available.
 func NewNet(t *testing.T) *Net {
 	t.Helper()
+	return NewNetIn(t, netip.MustParsePrefix("198.18.0.0/15"))
+}
+
+// NewNetIn is NewNet on a /24 of pool (a /24 or wider) that no route here
+// uses: e.g. 10.0.0.0/8 for a test whose machines must be on a private
+// (RFC 1918) network. It fails the test when it finds none.
+func NewNetIn(t *testing.T, pool netip.Prefix) *Net {
+	t.Helper()
+	if !pool.Addr().Is4() || pool.Bits() > 24 {
+		t.Fatalf("sshtest: pool %s is not an IPv4 network of a /24 or wider", pool)
+	}
 	if err := hostnet.Check(); err != nil {
 		t.Fatalf("this test needs network namespaces: %v (run the suite as root, as CI does)", err)
 	}
@@ -94,7 +106,7 @@ func NewNet(t *testing.T) *Net {
 	}
 	var raw [3]byte
 	rand.Read(raw[:])
-	n := &Net{ID: fmt.Sprintf("%x", raw), Prefix: freeSubnet(t), Logs: []string{"/var/lib/corral/clusterd.log"}}
+	n := &Net{ID: fmt.Sprintf("%x", raw), Prefix: freeSubnet(t, pool.Masked()), Logs: []string{"/var/lib/corral/clusterd.log"}}
 	n.Bridge = "crs" + n.ID
 	t.Cleanup(func() { hostnet.DeleteLink(n.Bridge) })
 	if err := hostnet.EnsureBridge(n.Bridge, netip.PrefixFrom(n.Prefix.Addr().Next(), 24)); err != nil {
@@ -103,18 +115,24 @@ func NewNet(t *testing.T) *Net {
 	return n
 }
 
-// freeSubnet picks a /24 no route here uses, from 198.18.0.0/15 (set
-// aside for benchmarking), as internal/clustertest does.
-func freeSubnet(t *testing.T) netip.Prefix {
+// freeSubnet picks, at random, a /24 of pool that no route here uses: by
+// default from 198.18.0.0/15 (set aside for benchmarking), as
+// internal/clustertest does.
+func freeSubnet(t *testing.T, pool netip.Prefix) netip.Prefix {
+	base := pool.Addr().As4()
+	first := binary.BigEndian.Uint32(base[:])
+	count := uint32(1) << (24 - pool.Bits()) // the /24s in pool
 	for range 50 {
-		var raw [2]byte
+		var raw [4]byte
 		rand.Read(raw[:])
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18 + raw[0]%2, raw[1], 0}), 24)
+		var a [4]byte
+		binary.BigEndian.PutUint32(a[:], first+(binary.BigEndian.Uint32(raw[:])%count)<<8)
+		p := netip.PrefixFrom(netip.AddrFrom4(a), 24)
 		if clash, err := hostnet.RoutesOverlapping(p, ""); err == nil && len(clash) == 0 {
 			return p
 		}
 	}
-	t.Fatal("no free /24 in 198.18.0.0/15")
+	t.Fatalf("no free /24 in %s", pool)
 	return netip.Prefix{}
 }
 
@@ -122,6 +140,18 @@ func freeSubnet(t *testing.T) netip.Prefix {
 // returned identity file, OpenSSH format, unencrypted) authorized for
 // root, and count machines.
 func (n *Net) Machines(t *testing.T, count int) (ms []*Machine, identity string) {
+	t.Helper()
+	hosts := make([]int, count)
+	for i := range hosts {
+		hosts[i] = 11 + i
+	}
+	return n.MachinesAt(t, hosts...)
+}
+
+// MachinesAt is Machines with machine i at host number hosts[i] of the
+// /24 (2 to 254; the bridge has 1): MachinesAt(t, 101, 102) makes core-1
+// at .101 and core-2 at .102.
+func (n *Net) MachinesAt(t *testing.T, hosts ...int) (ms []*Machine, identity string) {
 	t.Helper()
 	MakeMountpoints(t)
 	dir := t.TempDir()
@@ -132,8 +162,8 @@ func (n *Net) Machines(t *testing.T, count int) (ms []*Machine, identity string)
 		t.Fatal(err)
 	}
 	shadow := UnlockedShadow(t, dir)
-	for i := range count {
-		ms = append(ms, n.Machine(t, i, authorized, shadow))
+	for i, host := range hosts {
+		ms = append(ms, n.MachineAt(t, i, host, authorized, shadow))
 	}
 	return ms, identity
 }
@@ -218,8 +248,18 @@ type Machine struct {
 // UnlockedShadow if not "".
 func (n *Net) Machine(t *testing.T, i int, authorizedKeys, shadow string) *Machine {
 	t.Helper()
+	return n.MachineAt(t, i, 11+i, authorizedKeys, shadow)
+}
+
+// MachineAt is Machine at host number host of the /24 (2 to 254) rather
+// than .11+i; it is still named core-<i+1>.
+func (n *Net) MachineAt(t *testing.T, i, host int, authorizedKeys, shadow string) *Machine {
+	t.Helper()
+	if host < 2 || host > 254 {
+		t.Fatalf("sshtest: host number %d is not in 2..254", host)
+	}
 	ip := n.Prefix.Addr()
-	for range 11 + i {
+	for range host {
 		ip = ip.Next()
 	}
 	m := &Machine{t: t, net: n, Name: fmt.Sprintf("core-%d", i+1), NS: fmt.Sprintf("corral-ssh-%s-%d", n.ID, i+1), IP: ip, dir: t.TempDir()}
@@ -393,6 +433,51 @@ func (m *Machine) Start(env []string, argv ...string) *exec.Cmd {
 	}
 	go cmd.Wait()
 	return cmd
+}
+
+// Wipe makes the machine as a reinstalled one: it kills every process in
+// its network namespace but sshd and the holder of its namespaces (the
+// installation's, and SSH sessions), and empties PrivateDirs. Files the
+// installation wrote elsewhere in /etc stay. It does not fail the test,
+// so that it can be called from any goroutine.
+func (m *Machine) Wipe() error {
+	keep := map[int]bool{m.holder.Process.Pid: true}
+	if m.sshd != nil && m.sshd.Process != nil {
+		keep[m.sshd.Process.Pid] = true
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		pids, err := hostnet.PIDs(m.NS)
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.Name, err)
+		}
+		var left []int
+		for _, pid := range pids {
+			if !keep[pid] {
+				left = append(left, pid)
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: processes %v survive SIGKILL", m.Name, left)
+		}
+		time.Sleep(20 * time.Millisecond) // polling: these are not our children to wait for
+	}
+	for _, d := range PrivateDirs {
+		entries, err := os.ReadDir(m.Path(d))
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.Name, err)
+		}
+		for _, e := range entries {
+			if err := os.RemoveAll(filepath.Join(m.Path(d), e.Name())); err != nil {
+				return fmt.Errorf("%s: %w", m.Name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // remove kills everything in the machine's network namespace (sshd, the
