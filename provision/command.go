@@ -162,7 +162,28 @@ namespace on this host (local), where clusterctl talks to that node.`,
 			return Reprovision(opts(cmd, args), args[1])
 		},
 	}
-	root.AddCommand(withInputs(serve), withInputs(reprovision))
+	var bi BuildInitramfsOptions
+	build := &cobra.Command{Use: "build", Short: "Build what machines boot"}
+	buildInitramfs := &cobra.Command{
+		Use:   "initramfs",
+		Short: "Build Corral's initramfs: this binary as /init and clusterd, and the kernel's modules machines need",
+		Long: `initramfs writes a gzip'd cpio archive that boots any stock kernel (such as
+Debian's linux-image) straight into clusterd: the init brings the network up
+with DHCP, fetches the node's Ignition config named on the kernel command line
+(corral.config=URL, as the pxe provider's boot server gives it), writes its
+files, and runs clusterd, reporting to corral.report=URL.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			bi.Out = cmd.OutOrStdout()
+			return BuildInitramfs(bi)
+		},
+	}
+	buildInitramfs.Flags().StringVarP(&bi.Output, "output", "o", "initramfs.img", "where to write the image")
+	buildInitramfs.Flags().StringVar(&bi.KernelRelease, "kernel-release", "", "the kernel's release, as uname -r says (default: the newest in /lib/modules)")
+	buildInitramfs.Flags().StringSliceVar(&bi.Modules, "modules", nil, "kernel modules to include, with their dependencies (default: common NICs, af_packet, vxlan, bridge, veth)")
+	buildInitramfs.Flags().StringVar(&bi.Binary, "binary", "", "the corral binary to put in (default: this one)")
+	build.AddCommand(buildInitramfs)
+	root.AddCommand(withInputs(serve), withInputs(reprovision), build)
 	root.AddCommand(withInputs(up), withInputs(planCmd), withInputs(render), withInputs(shell),
 		withInputs(&cobra.Command{
 			Use:   "down FILE",

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/corral-dev/corral/bootstrap/netboot"
 	"github.com/corral-dev/corral/clusterctl"
 	"github.com/corral-dev/corral/clusterd/daemon"
 	"github.com/corral-dev/corral/provision"
@@ -33,6 +34,8 @@ func run(name string, args []string) int {
 		return execute(ctx, daemon.Command(version), args)
 	case "clusterctl":
 		return clusterctl.Main(ctx, args)
+	case "init":
+		return netboot.Main()
 	}
 	root := provision.Command()
 	root.Version = version

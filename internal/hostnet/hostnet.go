@@ -252,6 +252,29 @@ func hasLink(namespace, link string) bool {
 	return err == nil
 }
 
+// NewNamespace creates an empty named namespace with its loopback up, for
+// a test network of its own (a bridge, taps, machines on it).
+func NewNamespace(name string) error {
+	if err := os.MkdirAll(nsDir, 0o755); err != nil {
+		return err
+	}
+	ns, err := newNamed(name)
+	if err != nil {
+		return err
+	}
+	ns.Close()
+	h, err := Handle(name)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	return h.LinkSetUp(lo)
+}
+
 // Exists reports whether the named namespace exists.
 func Exists(name string) bool {
 	_, err := os.Stat(filepath.Join(nsDir, name))
