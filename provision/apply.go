@@ -301,30 +301,29 @@ func (a *apply) waitJoined(ctx context.Context, names []string, show map[string]
 			}
 		}
 	}()
-	cli, err := a.client(ctx)
-	if err != nil {
-		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, ctx.Err()) {
-			return cause
-		}
-		return err
-	}
 	seen := map[string]bool{}
-	_, err = registry.WaitFor(ctx, cli, func(ms []registry.Machine) bool {
-		for _, m := range ms {
-			if waiting[m.Name] && !seen[m.Name] {
-				seen[m.Name] = true
-				if show[m.Name] {
-					a.show.Set("node "+m.Name, "joined", fmt.Sprintf("machine %.8s…", m.ID))
+	cli, err := a.client(ctx)
+	if err == nil {
+		_, err = registry.WaitFor(ctx, cli, func(ms []registry.Machine) bool {
+			for _, m := range ms {
+				if waiting[m.Name] && !seen[m.Name] {
+					seen[m.Name] = true
+					if show[m.Name] {
+						a.show.Set("node "+m.Name, "joined", fmt.Sprintf("machine %.8s…", m.ID))
+					}
 				}
 			}
-		}
-		return len(seen) == len(waiting)
-	})
+			return len(seen) == len(waiting)
+		})
+	}
 	if err == nil {
 		return nil
 	}
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
 		return cause
+	}
+	if ctx.Err() == nil {
+		return err // not a timeout: the cluster refused us
 	}
 	var missing []string
 	for n := range waiting {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/corral-dev/corral/provision/state"
 	"github.com/corral-dev/corral/templates"
@@ -56,6 +57,18 @@ func (c *cluster) bootNode(n state.Node) (templates.Node, error) {
 		if node.Clusterd.CAKey, err = os.ReadFile(c.caKeyFile()); err != nil {
 			return node, err
 		}
+	}
+	if g.PXE != nil && g.PXE.InstallToDisk && c.cfg.Provider.PXE != nil {
+		// The installed system says so once it runs from its disk: the
+		// boot server then tells the machine to boot from the disk, and
+		// never installs it again in a loop.
+		report := c.cfg.Provider.PXE.URL + "/report?mac=" + n.MAC
+		node.Units = append(slices.Clone(node.Units), templates.Unit{Name: "corral-installed.service", Enabled: true, Content: "[Unit]\n" +
+			"Description=Tell Corral's boot server this machine runs from its disk\n" +
+			"Wants=network-online.target\nAfter=network-online.target\n\n" +
+			"[Service]\nType=oneshot\n" +
+			"ExecStart=/usr/bin/curl -fsS --retry 10 -X POST -H 'Content-Type: application/json' -d '{\"status\":\"installed\"}' '" + report + "'\n\n" +
+			"[Install]\nWantedBy=multi-user.target\n"})
 	}
 	if nw := c.cfg.Network; nw != nil {
 		node.Clusterd.Network = templates.Network{Bridge: nw.Bridge, NoIPMasq: !nw.IPMasq}

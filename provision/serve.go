@@ -23,10 +23,7 @@ func Serve(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	if err := t.setup(ctx); err != nil {
-		return err
-	}
-	defer t.release()
+	// Every machine is known before the server answers any.
 	for _, n := range c.state.Nodes {
 		spec, err := c.spec(t, n)
 		if err != nil {
@@ -36,6 +33,10 @@ func Serve(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
+	if err := t.setup(ctx); err != nil {
+		return err
+	}
+	defer t.release()
 	fmt.Fprintf(c.opts.Out, "serving %d machines of cluster %q at %s; ^C to stop\n", len(c.state.Nodes), c.cfg.Cluster.Name, c.cfg.Provider.PXE.URL)
 	<-ctx.Done()
 	return nil
@@ -73,6 +74,6 @@ func Reprovision(opts Options, node string) error {
 	if err := c.dir.Save(c.state); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.opts.Out, "%s installs again at its next network boot (while `provision up` or `provision serve` runs)\n", node)
+	fmt.Fprintf(c.opts.Out, "%s installs again at its next network boot, from the next `provision up` or `provision serve` (restart one that runs)\n", node)
 	return nil
 }

@@ -4,17 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/corral-dev/corral/providers"
 	"github.com/corral-dev/corral/providers/local"
 	"github.com/corral-dev/corral/providers/pxe"
+	"github.com/corral-dev/corral/providers/ssh"
 	"github.com/corral-dev/corral/provision/config"
 	"github.com/corral-dev/corral/provision/state"
 	"github.com/corral-dev/corral/templates"
@@ -270,4 +274,23 @@ func (c *cluster) dnsmasqConfig() ([]byte, error) {
 		}
 	}
 	return pxe.DnsmasqConfig(o)
+}
+
+var _ providers.Sheller = (*pxeTarget)(nil)
+
+// Shell reaches a bare-metal node over SSH at its address, as user core
+// with the agent's keys (an OS with its own Ignition, given the cluster's
+// ssh_authorized_keys); host keys are trusted on first use and recorded.
+// Corral's initramfs runs no SSH server.
+func (t *pxeTarget) Shell(ctx context.Context, node, command string, in io.Reader, out, errOut io.Writer) (int, error) {
+	n := t.c.state.Node(node)
+	if n == nil || !n.IP.IsValid() {
+		return 0, fmt.Errorf("pxe: node %s has no fixed address (it took one from DHCP): find it with clusterctl list-machines", node)
+	}
+	p := &ssh.Provider{Hosts: map[string]string{node: n.IP.String()}, HostKeys: maps.Clone(t.c.state.HostKeys), OnNewHostKey: t.c.recordHostKey}
+	code, err := p.Shell(ctx, node, command, in, out, errOut)
+	if err != nil && errors.Is(err, syscall.ECONNREFUSED) {
+		err = fmt.Errorf("%w (machines that boot Corral's initramfs run no SSH server; an OS with its own Ignition does)", err)
+	}
+	return code, err
 }

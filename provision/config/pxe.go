@@ -333,6 +333,12 @@ func checkPXE(p *Provider, groups []NodeGroup, capRanges []hcl.Range) hcl.Diagno
 				Subject: g.DeclRange.Ptr()})
 			continue
 		}
+		if x.InstallToDisk && !x.Boot.OwnIgnition {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "install_to_disk needs an installer",
+				Detail: fmt.Sprintf("Node group %q installs to disk, but boots Corral's initramfs, which runs from memory (CoreOS's default) and installs nothing. "+
+					"Boot an OS with its own installer (own_ignition = true, with its coreos.inst.* args), or drop install_to_disk.", g.Name),
+				Subject: g.DeclRange.Ptr()})
+		}
 		if len(x.Ranges) == 0 && !x.Default && g.DesiredCapacity > len(x.Machines) {
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Too many nodes",
 				Detail: fmt.Sprintf("desired_capacity is %d, but node group %q names %d machines and has no mac_range or default = true for more; add machine blocks or lower desired_capacity.",

@@ -103,6 +103,8 @@ node_group "metal" {
 			"Boot file not found", `assets/nope: stat`, 9},
 		{"range backwards", group(`  desired_capacity = 0`, `  mac_range {`, `    from = "52:54:00:00:00:09"`, `    to = "52:54:00:00:00:01"`, `  }`, boot),
 			"Invalid mac_range", "to 52:54:00:00:00:01 is below from 52:54:00:00:00:09.", 11},
+		{"install_to_disk with Corral's initramfs", group(`  desired_capacity = 0`, `  install_to_disk = true`, boot),
+			"install_to_disk needs an installer", `boots Corral's initramfs, which runs from memory`, 7},
 		{"machines without provider pxe", `cluster "c" {}
 provider "local" {}
 node_group "metal" {
