@@ -38,6 +38,14 @@ func TestReadmeExamples(t *testing.T) {
 			src = string(local) + "\n" + src
 		}
 		name := filepath.Join("..", "..", "examples", "readme-example.hcl")
+		if strings.Contains(src, `provider "pxe"`) {
+			// Beside the boot files the example tells users to make.
+			dir := t.TempDir()
+			for _, f := range []string{"vmlinuz", "initramfs.img"} {
+				os.WriteFile(filepath.Join(dir, f), nil, 0o644)
+			}
+			name = filepath.Join(dir, "metal.hcl")
+		}
 		if _, diags := Parse([]byte(src), name, Inputs{}); diags.HasErrors() {
 			t.Errorf("README hcl block %d:\n%s\n%s", i+1, b[1], diags.Error())
 		}
