@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/corral-dev/corral/internal/lines"
 	"io"
 	"os"
 	"path/filepath"
@@ -292,7 +293,7 @@ func (n *node) spawn(argv []string, env map[string]string, events chan<- string)
 		pr.Close()
 		return 0, nil, err
 	}
-	lw := &lineWriter{fn: func(s string) {
+	lw := &lines.Writer{Line: func(s string) {
 		n.log.line(s)
 		if events != nil && (strings.Contains(s, "registering machine")) {
 			select {

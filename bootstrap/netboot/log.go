@@ -1,7 +1,6 @@
 package netboot
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"strings"
@@ -42,30 +41,4 @@ func (l *consoleLog) Tail() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return strings.Join(l.lines, "\n")
-}
-
-// lineWriter is an io.Writer that passes whole lines to fn.
-type lineWriter struct {
-	mu  sync.Mutex
-	buf []byte
-	fn  func(string)
-}
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			break
-		}
-		w.fn(string(w.buf[:i]))
-		w.buf = w.buf[i+1:]
-	}
-	if len(w.buf) > 64<<10 { // a very long line: pass it on in pieces
-		w.fn(string(w.buf))
-		w.buf = nil
-	}
-	return len(p), nil
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"github.com/corral-dev/corral/internal/lines"
 	"net"
 	"os"
 	"path/filepath"
@@ -289,7 +290,7 @@ func TestModuleListAndResolvConf(t *testing.T) {
 func TestConsoleLogTail(t *testing.T) {
 	var out bytes.Buffer
 	l := newConsoleLog(&out, 3)
-	w := &lineWriter{fn: l.line}
+	w := &lines.Writer{Line: l.line}
 	w.Write([]byte("one\ntw"))
 	w.Write([]byte("o\nthree\nfour\n"))
 	if got := l.Tail(); got != "two\nthree\nfour" {

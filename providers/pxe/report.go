@@ -53,14 +53,8 @@ func lastLines(s string, n int) []string {
 
 // handleReport takes a machine's POST /report?mac=.
 func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
-	m, ms := s.lookup(r, false)
-	if ms != nil {
-		s.warnUnknown(r, ms)
-		code := http.StatusNotFound
-		if ms.bad != "" {
-			code = http.StatusBadRequest
-		}
-		http.Error(w, ms.text(), code)
+	m, ok := s.known(w, r)
+	if !ok {
 		return
 	}
 	var rep report

@@ -527,15 +527,25 @@ func (s *Server) base(r *http.Request) string {
 	return scheme + "://" + r.Host
 }
 
-func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
+// known looks up the machine a config or report request is from, and
+// answers a malformed (400) or unknown (404) one itself, saying why.
+func (s *Server) known(w http.ResponseWriter, r *http.Request) (Machine, bool) {
 	m, ms := s.lookup(r, false)
-	if ms != nil {
-		s.warnUnknown(r, ms)
-		code := http.StatusNotFound
-		if ms.bad != "" {
-			code = http.StatusBadRequest
-		}
-		http.Error(w, ms.text(), code)
+	if ms == nil {
+		return m, true
+	}
+	s.warnUnknown(r, ms)
+	code := http.StatusNotFound
+	if ms.bad != "" {
+		code = http.StatusBadRequest
+	}
+	http.Error(w, ms.text(), code)
+	return Machine{}, false
+}
+
+func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
+	m, ok := s.known(w, r)
+	if !ok {
 		return
 	}
 	var body []byte

@@ -20,27 +20,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/internal/syncbuf"
 	"github.com/corral-dev/corral/providers"
 )
 
 // logBuf collects a Server's log lines.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+type logBuf struct{ syncbuf.Buffer }
 
 // lines returns the lines logged at level or above.
 func (l *logBuf) lines(level slog.Level) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []string
-	sc := bufio.NewScanner(bytes.NewReader(l.b.Bytes()))
+	sc := bufio.NewScanner(strings.NewReader(l.String()))
 	for sc.Scan() {
 		line := sc.Text()
 		for _, lv := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError} {

@@ -30,6 +30,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/corral-dev/corral/internal/lines"
 	"io"
 	"maps"
 	"net"
@@ -461,9 +462,9 @@ func (p *Provider) run(ctx context.Context, stream bool, args ...string) ([]byte
 	if stream {
 		// One lineWriter per stream, so that their lines do not mix.
 		out := cmp.Or[io.Writer](p.Out, io.Discard)
-		lo, le := &lineWriter{w: out, mu: &p.outMu}, &lineWriter{w: out, mu: &p.outMu}
-		defer lo.flush()
-		defer le.flush()
+		lo, le := p.prefixed(out), p.prefixed(out)
+		defer lo.Flush()
+		defer le.Flush()
 		cmd.Stdout = io.MultiWriter(&stdout, lo)
 		cmd.Stderr = io.MultiWriter(&stderr, le)
 	}
@@ -484,32 +485,12 @@ func (p *Provider) run(ctx context.Context, stream bool, args ...string) ([]byte
 	return nil, &Error{Args: args, Message: msg}
 }
 
-// lineWriter writes whole lines, each prefixed "vagrant: ".
-type lineWriter struct {
-	w   io.Writer
-	mu  *sync.Mutex
-	buf []byte
-}
-
-func (l *lineWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf = append(l.buf, b...)
-	for {
-		i := bytes.IndexByte(l.buf, '\n')
-		if i < 0 {
-			return len(b), nil
-		}
-		fmt.Fprintf(l.w, "vagrant: %s\n", bytes.TrimRight(l.buf[:i], "\r"))
-		l.buf = l.buf[i+1:]
-	}
-}
-
-func (l *lineWriter) flush() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.buf) > 0 {
-		fmt.Fprintf(l.w, "vagrant: %s\n", l.buf)
-		l.buf = nil
-	}
+// prefixed passes each line to out as "vagrant: line", one line at a time
+// across streams.
+func (p *Provider) prefixed(out io.Writer) *lines.Writer {
+	return &lines.Writer{Line: func(l string) {
+		p.outMu.Lock()
+		defer p.outMu.Unlock()
+		fmt.Fprintf(out, "vagrant: %s\n", l)
+	}}
 }
