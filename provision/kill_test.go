@@ -113,6 +113,9 @@ func TestUpKilledAnywhereConverges(t *testing.T) {
 	}
 	for i := range 10 {
 		kill := 1 + i*(n-1)/9
+		if at := os.Getenv("CORRAL_KILL_AT"); at != "" { // to repeat one kill point
+			kill, _ = strconv.Atoi(at)
+		}
 		t.Logf("kill at line %d of %d: %q", kill, len(full), full[kill-1])
 		upKilledAt(t, c, kill)
 		start, mark := time.Now(), len(c.Output())

@@ -117,14 +117,20 @@ type Node struct {
 
 // EnsureNode creates the node's namespace and veth pair if missing. The
 // namespace side is called eth0 and routes by default through the bridge.
+//
+// A run killed half-way may have left eth0 renamed but not yet addressed,
+// up or routed, or the host side detached: an existing eth0 is therefore
+// configured again (every step is idempotent) rather than trusted, since
+// a clusterd may already run in the namespace and the namespace can't be
+// made anew under it.
 func EnsureNode(n Node) error {
 	if Exists(n.Namespace) {
 		if hasLink(n.Namespace, "eth0") {
-			return nil
+			return repair(n)
 		}
 		// Left half-made by an interrupted run: make it again.
 		if err := DeleteNamespace(n.Namespace); err != nil {
-			return err
+			return fmt.Errorf("removing half-made namespace %s: %w", n.Namespace, err)
 		}
 	}
 	if err := os.MkdirAll(nsDir, 0o755); err != nil {
@@ -132,7 +138,7 @@ func EnsureNode(n Node) error {
 	}
 	// A veth from an earlier half-done attempt would block the name.
 	if err := DeleteLink(n.HostVeth); err != nil {
-		return err
+		return fmt.Errorf("removing leftover veth %s: %w", n.HostVeth, err)
 	}
 	peer := "p" + n.HostVeth[1:]
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: n.HostVeth, MasterIndex: 0}, PeerName: peer}
@@ -144,14 +150,14 @@ func EnsureNode(n Node) error {
 		return fmt.Errorf("bridge %s: %w", n.Bridge, err)
 	}
 	if err := netlink.LinkSetMaster(veth, br); err != nil {
-		return err
+		return fmt.Errorf("attaching %s to %s: %w", n.HostVeth, n.Bridge, err)
 	}
 	if err := netlink.LinkSetUp(veth); err != nil {
-		return err
+		return fmt.Errorf("%s up: %w", n.HostVeth, err)
 	}
 	peerLink, err := netlink.LinkByName(peer)
 	if err != nil {
-		return err
+		return fmt.Errorf("veth peer %s: %w", peer, err)
 	}
 	host := func() (*netlink.Handle, error) { return netlink.NewHandle() }
 	if err := moveInto(n.Namespace, host, peerLink, n.Addr, n.Gateway); err != nil {
@@ -204,25 +210,67 @@ func moveInto(namespace string, handleOf func() (*netlink.Handle, error), link n
 	defer h.Close()
 	inner, err := h.LinkByName(link.Attrs().Name)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s in %s: %w", link.Attrs().Name, namespace, err)
 	}
 	if err := h.LinkSetName(inner, "eth0"); err != nil {
+		return fmt.Errorf("renaming %s to eth0 in %s: %w", link.Attrs().Name, namespace, err)
+	}
+	return configure(h, addr, gw)
+}
+
+// configure addresses eth0, brings it and lo up and routes by default
+// through gw; each step replaces rather than adds, so it can be run again
+// on a namespace an interrupted run left half-configured.
+func configure(h *netlink.Handle, addr netip.Prefix, gw netip.Addr) error {
+	eth0, err := h.LinkByName("eth0")
+	if err != nil {
 		return err
 	}
-	if err := h.AddrAdd(inner, toAddr(addr)); err != nil {
-		return err
+	if err := h.AddrReplace(eth0, toAddr(addr)); err != nil {
+		return fmt.Errorf("address %s: %w", addr, err)
 	}
-	if err := h.LinkSetUp(inner); err != nil {
-		return err
+	if err := h.LinkSetUp(eth0); err != nil {
+		return fmt.Errorf("eth0 up: %w", err)
 	}
 	lo, err := h.LinkByName("lo")
 	if err != nil {
 		return err
 	}
 	if err := h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("lo up: %w", err)
+	}
+	if err := h.RouteReplace(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.IP(gw.AsSlice())}); err != nil {
+		return fmt.Errorf("default route via %s: %w", gw, err)
+	}
+	return nil
+}
+
+// repair finishes a node whose namespace already has its eth0: the
+// namespace side configured, the host side on the bridge and up.
+func repair(n Node) error {
+	h, err := Handle(n.Namespace)
+	if err != nil {
 		return err
 	}
-	return h.RouteAdd(&netlink.Route{LinkIndex: inner.Attrs().Index, Gw: net.IP(gw.AsSlice())})
+	defer h.Close()
+	if err := configure(h, n.Addr, n.Gateway); err != nil {
+		return fmt.Errorf("configuring %s in %s: %w", "eth0", n.Namespace, err)
+	}
+	veth, err := netlink.LinkByName(n.HostVeth)
+	if err != nil {
+		return fmt.Errorf("veth %s: %w", n.HostVeth, err)
+	}
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", n.Bridge, err)
+	}
+	if err := netlink.LinkSetMaster(veth, br); err != nil {
+		return fmt.Errorf("attaching %s to %s: %w", n.HostVeth, n.Bridge, err)
+	}
+	if err := netlink.LinkSetUp(veth); err != nil {
+		return fmt.Errorf("%s up: %w", n.HostVeth, err)
+	}
+	return nil
 }
 
 // newNamed creates a named namespace without leaving the calling thread in it.
@@ -284,11 +332,22 @@ func Exists(name string) bool {
 // DeleteNamespace removes a named namespace. The kernel destroys it, and
 // the veth pair with it, asynchronously once nothing holds it: delete the
 // host side too to be sure it is gone now.
+//
+// A run killed between creating the namespace's file and binding the
+// namespace onto it leaves a plain file, which is not a mount point
+// (EINVAL): it is simply removed.
 func DeleteNamespace(name string) error {
+	path := filepath.Join(nsDir, name)
 	if !Exists(name) {
 		return nil
 	}
-	return netns.DeleteNamed(name)
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("unmounting %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // Namespaces lists the named namespaces whose names start with prefix.

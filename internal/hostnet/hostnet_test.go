@@ -4,7 +4,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -31,8 +33,16 @@ func TestNodeNamespace(t *testing.T) {
 	if err := EnsureBridge(n.Bridge, netip.PrefixFrom(n.Gateway, 24)); err != nil {
 		t.Fatal(err)
 	}
-	if err := EnsureNode(n); err != nil {
+	// A run killed between creating the namespace's file and binding the
+	// namespace onto it leaves a plain file under the namespace's name.
+	if err := os.MkdirAll(nsDir, 0o755); err != nil {
 		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(nsDir, n.Namespace), nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureNode(n); err != nil {
+		t.Fatalf("EnsureNode over an unbound namespace file: %v", err)
 	}
 	if err := EnsureNode(n); err != nil {
 		t.Fatalf("EnsureNode is not idempotent: %v", err)
@@ -49,6 +59,53 @@ func TestNodeNamespace(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "10.249.3.11/24") {
 		t.Fatalf("eth0 inside the namespace: %v %q", err, out.String())
+	}
+
+	// A run killed between eth0's rename and its configuration leaves it
+	// unaddressed, down and unrouted, and the host side may be down:
+	// EnsureNode finishes the job instead of trusting eth0's presence.
+	h, err := Handle(n.Namespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eth0, err := h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetDown(eth0); err != nil { // takes the default route with it
+		t.Fatal(err)
+	}
+	if err := h.AddrDel(eth0, toAddr(n.Addr)); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	if err := SetLinkUp(n.HostVeth, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureNode(n); err != nil {
+		t.Fatalf("EnsureNode on a half-configured node: %v", err)
+	}
+	ip := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("ip", args...)
+		var out strings.Builder
+		cmd.Stdout = &out
+		if err := Start(n.Namespace, cmd); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("ip %v: %v", args, err)
+		}
+		return out.String()
+	}
+	if got := ip("-o", "-4", "addr", "show", "dev", "eth0", "up"); !strings.Contains(got, "10.249.3.11/24") {
+		t.Errorf("after repair, eth0 is %q, want up with 10.249.3.11/24", got)
+	}
+	if got := ip("route", "show", "default"); !strings.Contains(got, "via 10.249.3.1 dev eth0") {
+		t.Errorf("after repair, the default route is %q", got)
+	}
+	if host, err := exec.Command("ip", "-o", "link", "show", "dev", n.HostVeth, "up").Output(); err != nil || !strings.Contains(string(host), "master "+n.Bridge) {
+		t.Errorf("after repair, the host veth is %q (%v), want up on %s", host, err, n.Bridge)
 	}
 
 	long := exec.Command("cat") // blocks on its stdin until the pipe closes

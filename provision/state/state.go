@@ -214,7 +214,7 @@ func (d Dir) Lock(what string) (*Lock, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := flockOrphaned(f, path); err != nil {
 		holder, _ := os.ReadFile(path)
 		f.Close()
 		return nil, fmt.Errorf("%w: another provision is working on this cluster (%s); wait for it or stop it",
@@ -226,6 +226,44 @@ func (d Dir) Lock(what string) (*Lock, error) {
 	f.Truncate(0)
 	f.WriteString("pid " + strconv.Itoa(os.Getpid()) + ", " + what + " since " + time.Now().Format(time.TimeOnly) + "\n")
 	return &Lock{f: f, Abandoned: strings.TrimSpace(string(prev))}, nil
+}
+
+// orphanWait bounds the wait for a lock whose holder has died;
+// orphanRetry is called before each retry (tests release the lock there).
+var (
+	orphanWait  = 10 * time.Second
+	orphanRetry = func() {}
+)
+
+// flockOrphaned takes the flock without waiting, unless the run recorded
+// as its holder is dead: a run killed while it was starting a node leaves
+// the lock shared with the child it had forked but not yet exec'd (the
+// descriptor closes on exec), which releases it within moments. That is
+// waited out rather than reported as a live run.
+func flockOrphaned(f *os.File, path string) error {
+	err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if err == nil || holderAlive(path) {
+		return err
+	}
+	for deadline := time.Now().Add(orphanWait); time.Now().Before(deadline); {
+		orphanRetry()
+		time.Sleep(20 * time.Millisecond) // flock has no timed wait
+		if err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+// holderAlive says whether the process recorded in the lock file ("pid N,
+// ...") still exists; an unreadable record counts as alive.
+func holderAlive(path string) bool {
+	b, _ := os.ReadFile(path)
+	var pid int
+	if _, err := fmt.Sscanf(string(b), "pid %d,", &pid); err != nil || pid <= 0 {
+		return true
+	}
+	return unix.Kill(pid, 0) != unix.ESRCH
 }
 
 // Unlock releases the lock.
