@@ -75,6 +75,31 @@ func TestClusterctlAgainstACluster(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "cluster is healthy") || strings.Count(out, "is healthy: got healthy result") != 3 {
 		t.Fatalf("cluster-health (exit %d):\n%s", code, out)
 	}
+	// The reboot semaphore, as locksmithctl showed it.
+	if out, _, code := c.Ctl("lock"); code != 0 || !strings.Contains(out, "Available: 1\nMax: 1") {
+		t.Fatalf("lock status (exit %d):\n%s", code, out)
+	}
+	if out, errOut, code := c.Ctl("lock", "set-max", "2"); code != 0 || !strings.Contains(out, "Available: 2\nMax: 2") {
+		t.Fatalf("lock set-max 2 (exit %d): %s %s", code, out, errOut)
+	}
+	for _, h := range []string{"core-1", "core-2"} {
+		if _, errOut, code := c.Ctl("lock", "take", h); code != 0 {
+			t.Fatalf("lock take %s: exit %d %s", h, code, errOut)
+		}
+	}
+	if _, errOut, code := c.Ctl("lock", "take", "core-3"); code == 0 || !strings.Contains(errOut, "every slot is held") {
+		t.Fatalf("a third holder with max 2: exit %d, %q", code, errOut)
+	}
+	if out, _, _ := c.Ctl("lock"); !strings.Contains(out, "Available: 0") || !strings.Contains(out, "core-1\n  core-2") {
+		t.Fatalf("lock status with two holders:\n%s", out)
+	}
+	if _, errOut, code := c.Ctl("lock", "unlock", "core-1"); code != 0 {
+		t.Fatalf("lock unlock core-1: exit %d %s", code, errOut)
+	}
+	if _, errOut, code := c.Ctl("lock", "set-max", "zero"); code == 0 || !strings.Contains(errOut, "not a number") {
+		t.Fatalf("lock set-max zero: exit %d, %q", code, errOut)
+	}
+
 	out, _, code = c.Ctl("member", "list")
 	if code != 0 || strings.Count(out, "isLeader=true") != 1 || !strings.Contains(out, "name=core-2") {
 		t.Fatalf("member list (exit %d):\n%s", code, out)
