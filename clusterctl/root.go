@@ -56,6 +56,7 @@ ETCDCTL_KEY), else on a node from ` + NodeEnvFile + `.`,
 	root.AddCommand(KVCommands(conn.connect)...)
 	root.AddCommand(unitCommands(conn)...)
 	root.AddCommand(sshCommand(conn))
+	root.AddCommand(machineCommand(conn.connect))
 	root.AddCommand(lockCommand(conn.connect))
 	return root
 }

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/corral-dev/corral/clusterd/overlay/subnet"
 	"github.com/corral-dev/corral/clusterd/registry"
 	"github.com/corral-dev/corral/clusterd/store"
 	"github.com/corral-dev/corral/providers"
@@ -34,6 +33,7 @@ type UpOptions struct {
 	// refused anywhere else.
 	AutoApprove bool
 	In          io.Reader
+	restore     *restoreSource // set by Restore (backup.go)
 }
 
 // ErrNotApproved is a destructive plan that was not confirmed.
@@ -53,6 +53,7 @@ func Up(ctx context.Context, opts UpOptions) error {
 	if err != nil {
 		return err
 	}
+	c.restore = opts.restore
 	// The provider first: one that can't work here (no vagrant, no
 	// namespaces) is reported before anything is written.
 	t, err := c.target(ctx)
@@ -73,6 +74,9 @@ func Up(ctx context.Context, opts UpOptions) error {
 	}
 	out := c.opts.Out
 	fmt.Fprintf(out, "cluster %q: %s\n", c.cfg.Cluster.Name, t.describe())
+	if err := c.followMembership(ctx, t); err != nil {
+		return err
+	}
 	pl, err := c.plan(ctx, t)
 	if err != nil {
 		return err
@@ -171,6 +175,12 @@ func (a *apply) run(ctx context.Context, pl *plan.Plan) error {
 	if err := a.launch(ctx, c.nodeNames(), launch); err != nil {
 		return err
 	}
+	if err := a.putMembership(ctx); err != nil {
+		return err
+	}
+	if err := a.checkRemovals(ctx, pl); err != nil {
+		return err
+	}
 	for _, ch := range pl.Of(plan.Node, plan.Delete) {
 		if err := a.remove(ctx, ch.Name); err != nil {
 			return err
@@ -183,6 +193,15 @@ func (a *apply) run(ctx context.Context, pl *plan.Plan) error {
 	}
 	a.show.Done()
 	if err := c.ensureNetwork(ctx, a.t, a.timeout); err != nil {
+		return err
+	}
+	if err := c.ensureLogs(ctx, a.timeout); err != nil {
+		return err
+	}
+	if err := c.ensureBackup(ctx, a.timeout); err != nil {
+		return err
+	}
+	if err := c.ensureDeployHook(ctx, a.timeout); err != nil {
 		return err
 	}
 	// Services last: units need the machines, and the overlay if any.
@@ -351,9 +370,10 @@ func (a *apply) client(ctx context.Context) (*clientv3.Client, error) {
 }
 
 // remove takes a node out of the cluster and off its provider: its etcd
-// membership first (so the quorum never counts a machine that is gone),
-// then the machine, then its subnet goes back to the pool. The state
-// forgets it last, so a run killed half-way finds it again.
+// membership first (so the quorum never counts a machine that is gone), a
+// client promoted in its place, its subnet back to the pool, its
+// registration dropped (its units move), and only then the machine. The
+// state forgets it last, so a run killed half-way finds it again.
 func (a *apply) remove(ctx context.Context, name string) error {
 	c := a.c
 	a.show.Set("node "+name, "deleting", "")
@@ -366,31 +386,14 @@ func (a *apply) remove(ctx context.Context, name string) error {
 		a.show.Set("node "+name, "deleted", "")
 		return nil
 	}
-	cli, err := a.client(ctx)
-	if err != nil {
+	// Bounded twice: the promotion wait inside has its own limit.
+	rctx, cancel := context.WithTimeout(ctx, 2*a.timeout)
+	defer cancel()
+	if err := a.leave(rctx, *n); err != nil {
 		return err
 	}
-	// Removing a member (the leader, maybe) makes etcd elect again:
-	// requests in that moment fail in ways a retry gets past.
-	rctx, cancel := context.WithTimeout(ctx, a.timeout)
-	defer cancel()
-	if n.Role == state.Member {
-		if err := store.Retry(rctx, func() error { return removeMember(rctx, cli, *n) }); err != nil {
-			return err
-		}
-	}
-	id, idErr := a.t.machineID(ctx, *n)
 	if err := a.t.Terminate(ctx, name); err != nil {
 		return err
-	}
-	if idErr == nil {
-		err := store.Retry(rctx, func() error {
-			_, err := subnet.Release(rctx, cli, id)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("releasing the subnet of %s: %w", name, err)
-		}
 	}
 	c.state.Remove(name)
 	if err := c.dir.Save(c.state); err != nil {

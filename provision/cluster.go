@@ -47,6 +47,9 @@ type cluster struct {
 	local *local.Provider // when the provider is local
 	tgt   target
 	sum   string // the SHA-512 of the binary nodes run, once computed
+	// restore, during `provision restore`, is the snapshot the new
+	// cluster starts from (backup.go).
+	restore *restoreSource
 	// keysMu guards state.HostKeys and the saves of recordHostKey, which
 	// SSH connections call from concurrent launches and inventories.
 	keysMu sync.Mutex

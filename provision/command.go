@@ -184,6 +184,7 @@ files, and runs clusterd, reporting to corral.report=URL.`,
 	buildInitramfs.Flags().StringVar(&bi.Binary, "binary", "", "the corral binary to put in (default: this one)")
 	build.AddCommand(buildInitramfs)
 	root.AddCommand(withInputs(serve), withInputs(reprovision), build)
+	root.AddCommand(withInputs(backupCommand(opts)), withInputs(restoreCommand(opts)))
 	root.AddCommand(withInputs(up), withInputs(planCmd), withInputs(render), withInputs(shell),
 		withInputs(&cobra.Command{
 			Use:   "down FILE",
@@ -209,7 +210,7 @@ files, and runs clusterd, reporting to corral.report=URL.`,
 				return Env(opts(cmd, args))
 			},
 		}),
-		withInputs(output),
+		withInputs(output), withInputs(deployCommand(opts)),
 	)
 	return root
 }

@@ -75,7 +75,10 @@ func Status(ctx context.Context, opts Options) error {
 	tw.Flush()
 	if err != nil {
 		fmt.Fprintf(c.opts.Out, "\ncluster unreachable: %v\n", err)
+	} else {
+		printClusterMetrics(ctx, c.opts.Out, cli, c.state.Nodes, c.state.Members())
 	}
+	printBackupStatus(ctx, c, cli)
 	return nil
 }
 

@@ -84,6 +84,11 @@ func (c *cluster) spec(t target, n state.Node) (providers.NodeSpec, error) {
 	default:
 		args = append(args, "--mode", "join")
 	}
+	extra, err := c.restoreArgs(n)
+	if err != nil {
+		return providers.NodeSpec{}, err
+	}
+	args = append(args, extra...)
 	if g := c.group(n.Group); g != nil && len(g.Metadata) > 0 {
 		args = append(args, "--metadata", c.metadataOf(*g))
 	}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/corral-dev/corral/bootstrap/pki"
+	"github.com/corral-dev/corral/clusterd/metrics"
 	"github.com/corral-dev/corral/clusterd/overlay"
 	"github.com/corral-dev/corral/clusterd/registry"
 	"github.com/corral-dev/corral/clusterd/scheduler"
@@ -83,6 +84,7 @@ A node restarted with its --data-dir comes back as the same machine and member.`
 	f.StringVar(&token, "token", "", "the cluster's join token (prefer --token-file)")
 	f.StringVar(&cfg.CAFiles.CA, "ca-cert", "", "init only: the cluster CA certificate")
 	f.StringVar(&cfg.CAFiles.Key, "ca-key", "", "init only: the cluster CA key")
+	f.StringVar(&cfg.RestoreFrom, "restore-from", "", "init only: start the new cluster from this etcd snapshot (ignored once the data dir holds a member)")
 	f.StringSliceVar(&metadata, "metadata", nil, "machine metadata as key=value pairs (comma-separated)")
 	f.DurationVar(&cfg.TTL, "machine-ttl", registry.DefaultTTL, "how long the machine outlives its last heartbeat")
 	f.Int64Var(&cfg.Quota, "quota-bytes", store.DefaultQuota, "etcd backend quota in bytes")
@@ -94,6 +96,7 @@ A node restarted with its --data-dir comes back as the same machine and member.`
 	f.BoolVar(&cfg.Overlay.Cleanup, "cleanup", false, "on exit, remove the overlay's devices, routes and rules")
 	f.StringVar(&cfg.Driver, "driver", "auto", "unit driver: exec, systemd, or auto (systemd when PID 1 is systemd)")
 	f.DurationVar(&cfg.Grace, "reschedule-grace", scheduler.DefaultGrace, "how long a lost machine's units wait before they move")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", fmt.Sprintf(":%d", metrics.DefaultPort), "serve Prometheus /metrics (plain HTTP) here; no host means this machine's --ip; '' for none")
 	return cmd
 }
 

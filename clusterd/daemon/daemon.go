@@ -20,6 +20,8 @@ import (
 	"github.com/corral-dev/corral/bootstrap/join"
 	"github.com/corral-dev/corral/bootstrap/pki"
 	"github.com/corral-dev/corral/clusterd/driver"
+	"github.com/corral-dev/corral/clusterd/logship"
+	"github.com/corral-dev/corral/clusterd/metrics"
 	"github.com/corral-dev/corral/clusterd/overlay"
 	"github.com/corral-dev/corral/clusterd/registry"
 	"github.com/corral-dev/corral/clusterd/store"
@@ -58,6 +60,12 @@ type Config struct {
 	// and how long a lost machine's units wait before they move.
 	Driver string
 	Grace  time.Duration
+	// RestoreFrom, init only: an etcd snapshot the new cluster starts
+	// from (backup.go); ignored once the data dir holds a member.
+	RestoreFrom string
+	// MetricsAddr is where /metrics is served (see metrics.Addr); "" for
+	// nowhere.
+	MetricsAddr string
 }
 
 // Node is a running clusterd.
@@ -67,7 +75,15 @@ type Node struct {
 	Machine registry.Machine
 	Overlay *overlay.Manager
 	api     *http.Server
+	mux     *http.ServeMux // the API's routes; a promoted client adds the join endpoint
 	driver  driver.Driver
+	// metrics are the node's /metrics (observe.go); stopMetrics stops
+	// serving them.
+	metrics     *metrics.Metrics
+	stopMetrics context.CancelFunc
+	// ship sends units' output and clusterd's log off the machine (logs.go).
+	ship      *logship.Shipper
+	shipUnits *logship.Units
 }
 
 func (c *Config) nodeFiles() pki.Files {
@@ -120,8 +136,15 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n := &Node{cfg: cfg}
+	n.newShipper(id)
+	cfg = n.cfg // its Log now also ships
 	files := cfg.nodeFiles()
 	ca, err := cfg.certificates(ctx, files)
+	if err != nil {
+		return nil, err
+	}
+	restored, err := cfg.restoreSnapshot()
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +159,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, Store: st}
+	n.Store = st
+	if restored {
+		if err := n.dropRestoredLeases(ctx); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 	if !cfg.NoOverlay {
 		oc := cfg.Overlay
 		oc.MachineID, oc.PublicIP, oc.Log = id, ipAddr(cfg.IP), cfg.Log
@@ -158,11 +187,19 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
+	if err := n.listenUnits(id); err != nil {
+		n.Close()
+		return nil, err
+	}
 
 	host, _ := os.Hostname()
 	n.Machine = registry.Machine{
 		ID: id, Name: cfg.Name, IP: cfg.IP.String(), Hostname: host, Metadata: cfg.Metadata,
 		Member: st.IsMember(), Version: cfg.Version, Started: time.Now().UTC(),
+	}
+	if err := n.startMetrics(); err != nil {
+		n.Close()
+		return nil, err
 	}
 	return n, nil
 }
@@ -215,6 +252,7 @@ func (c *Config) certificates(ctx context.Context, files pki.Files) (*pki.CA, er
 // machine, and on members the join endpoint, so any member can admit nodes.
 func (n *Node) serveAPI(ctx context.Context, ca *pki.CA, files pki.Files) error {
 	mux := http.NewServeMux()
+	n.mux = mux
 	if n.Store.IsMember() {
 		var err error
 		if ca, err = n.sharedCA(ctx, ca); err != nil {
@@ -257,8 +295,21 @@ func (n *Node) sharedCA(ctx context.Context, ca *pki.CA) (*pki.CA, error) {
 			return nil, err
 		}
 		// Only the first writer's copy counts; a restarted init node finds it.
-		if _, err := c.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(caKeyPath), "=", 0)).
-			Then(clientv3.OpPut(caKeyPath, string(sealed))).Commit(); err != nil {
+		// A copy that this token can't open, or that holds another CA, came
+		// from a restored snapshot of another cluster: the CA this node
+		// holds (pinned by the token) replaces it.
+		resp, err := c.Get(ctx, caKeyPath)
+		if err != nil {
+			return nil, fmt.Errorf("clusterd: reading the sealed CA: %w", err)
+		}
+		cmp := clientv3.Compare(clientv3.CreateRevision(caKeyPath), "=", 0)
+		if len(resp.Kvs) > 0 {
+			if old, err := unseal(resp.Kvs[0].Value, n.cfg.Token); err == nil && old.Hash() == ca.Hash() {
+				return ca, nil
+			}
+			cmp = clientv3.Compare(clientv3.ModRevision(caKeyPath), "=", resp.Kvs[0].ModRevision)
+		}
+		if _, err := c.Txn(ctx).If(cmp).Then(clientv3.OpPut(caKeyPath, string(sealed))).Commit(); err != nil {
 			return nil, fmt.Errorf("clusterd: publishing the sealed CA: %w", err)
 		}
 		return ca, nil
@@ -313,11 +364,20 @@ func (n *Node) Run(ctx context.Context) error {
 	// Stopping waits for the overlay too: with --cleanup it is removing
 	// its devices and rules.
 	defer func() { cancel(); <-overlayDone }()
+	go logship.Watch(ctx, n.Store.Client, n.ship, n.cfg.Log)
 	go n.runUnits(ctx)
+	go n.runDeployHook(ctx)
+	go n.runBackups(ctx)
+	removed := make(chan error, 1)
+	go n.runMembership(ctx, removed)
 	n.cfg.Log.Info("registering machine", "id", n.Machine.ID, "member", n.Machine.Member)
 	select {
 	case <-ctx.Done():
 		return <-done
+	case err := <-removed:
+		cancel()
+		<-done
+		return err
 	case <-n.Store.Done():
 		cancel()
 		<-done
@@ -327,8 +387,12 @@ func (n *Node) Run(ctx context.Context) error {
 
 // Close stops serving and leaves the store.
 func (n *Node) Close() error {
+	n.closeShipping()
 	if n.api != nil {
 		n.api.Close()
+	}
+	if n.stopMetrics != nil {
+		n.stopMetrics()
 	}
 	return n.Store.Close()
 }

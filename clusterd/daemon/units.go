@@ -84,7 +84,7 @@ func systemdIsInit() bool {
 func (n *Node) runUnits(ctx context.Context) {
 	m := unit.Machine{ID: n.Machine.ID, Hostname: n.Machine.Hostname}
 	a := &agent.Agent{Client: n.Store.Client, Machine: m, Driver: n.driver, TTL: n.cfg.TTL, Log: n.cfg.Log}
-	e := &scheduler.Engine{Client: n.Store.Client, MachineID: n.Machine.ID, TTL: n.cfg.TTL, Grace: n.cfg.Grace, Log: n.cfg.Log}
+	e := &scheduler.Engine{Client: n.Store.Client, MachineID: n.Machine.ID, TTL: n.cfg.TTL, Grace: n.cfg.Grace, Log: n.cfg.Log, Observer: n.metrics}
 	go e.Run(ctx)
 	a.Run(ctx)
 }

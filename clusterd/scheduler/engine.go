@@ -34,6 +34,7 @@ type Engine struct {
 	TTL       time.Duration // the election lease; a dead engine is replaced within it
 	Grace     time.Duration
 	Log       *slog.Logger
+	Observer  Observer // optional: told of placements and failovers (metrics)
 }
 
 // Run campaigns and schedules until ctx ends, campaigning again whenever
@@ -83,7 +84,7 @@ func (e *Engine) lead(ctx context.Context) error {
 		}
 	}()
 	s := &scheduler{
-		client: e.Client, grace: e.Grace, log: e.Log, lost: map[string]time.Time{}, fleets: newFleetCache(),
+		client: e.Client, grace: e.Grace, log: e.Log, lost: map[string]time.Time{}, fleets: newFleetCache(), track: newTracker(e.Observer),
 		leader: clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev()),
 	}
 	err = s.loop(lctx)
@@ -104,6 +105,7 @@ type scheduler struct {
 	lost map[string]time.Time
 	// fleets keeps the units' parsed [X-Fleet] sections between passes.
 	fleets *fleetCache
+	track  *tracker
 }
 
 // loop reconciles on every change to units or machines, and when a lost
@@ -111,6 +113,7 @@ type scheduler struct {
 func (s *scheduler) loop(ctx context.Context) error {
 	changes := s.client.Watch(ctx, "/corral/", clientv3.WithPrefix())
 	for {
+		s.track.woke(time.Now())
 		next, err := s.reconcile(ctx)
 		if err != nil {
 			s.log.Warn("scheduling pass failed", "err", err)
@@ -223,7 +226,12 @@ func (s *scheduler) reconcile(ctx context.Context) (time.Duration, error) {
 		dead[m] = true
 	}
 	plan := decideWith(s.fleets, snap, machines, dead)
-	return next, s.write(ctx, snap, plan)
+	s.track.decided(snap, plan, dead)
+	if err := s.write(ctx, snap, plan); err != nil {
+		return next, err
+	}
+	s.track.written(time.Now())
+	return next, nil
 }
 
 // Limits of one write transaction: etcd's default --max-txn-ops, and well

@@ -26,6 +26,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/corral-dev/corral/bootstrap/pki"
@@ -86,14 +87,21 @@ type Config struct {
 	ClientPort, PeerPort int   // default 2379 and 2380
 	Quota                int64 // backend quota in bytes; default DefaultQuota
 	Log                  *slog.Logger
+	// JoinIf, if set, runs while a join holds the cluster's join lock,
+	// before the learner is added: an error stops the join. A promotion
+	// uses it to check, race-free, that a voter is still wanted.
+	JoinIf func(context.Context, *clientv3.Client) error
 }
 
 // Store is a running node's handle on the cluster's etcd.
 type Store struct {
 	// Client talks to the cluster; on a member it prefers the local server.
 	Client *clientv3.Client
-	etcd   *embed.Etcd
 	log    *slog.Logger
+	cfg    Config
+	// mu guards etcd, which Promote sets on a running client.
+	mu   sync.Mutex
+	etcd *embed.Etcd
 }
 
 // ClientURL is the https URL of ip's etcd client port.
@@ -204,7 +212,7 @@ func startClient(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	cfg.Log.Info("connected to the cluster as a client", "members", cfg.Members)
-	return &Store{Client: c, log: cfg.Log}, nil
+	return &Store{Client: c, log: cfg.Log, cfg: cfg}, nil
 }
 
 // Ready retries until the cluster serves a linearizable read, then
@@ -298,6 +306,11 @@ func join(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("store: taking the join lock: %w", err)
 	}
 	defer lock.Unlock(context.WithoutCancel(ctx))
+	if cfg.JoinIf != nil {
+		if err := cfg.JoinIf(ctx, c); err != nil {
+			return nil, err
+		}
+	}
 
 	id, initial, err := addLearner(ctx, c, cfg)
 	if err != nil {
@@ -484,7 +497,7 @@ func startMember(ctx context.Context, cfg Config, state, initialCluster string) 
 		e.Close()
 		return nil, err
 	}
-	return &Store{Client: c, etcd: e, log: cfg.Log}, nil
+	return &Store{Client: c, etcd: e, log: cfg.Log, cfg: cfg}, nil
 }
 
 func without(list []string, x string) []string {
@@ -497,31 +510,63 @@ func without(list []string, x string) []string {
 	return out
 }
 
+// member is the embedded server, or nil on a client.
+func (s *Store) member() *embed.Etcd {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.etcd
+}
+
 // IsMember reports whether this node runs an etcd member.
-func (s *Store) IsMember() bool { return s.etcd != nil }
+func (s *Store) IsMember() bool { return s.member() != nil }
 
 // MemberID is this node's etcd member id, or 0 on a client.
 func (s *Store) MemberID() uint64 {
-	if s.etcd == nil {
+	e := s.member()
+	if e == nil {
 		return 0
 	}
-	return uint64(s.etcd.Server.MemberID())
+	return uint64(e.Server.MemberID())
 }
 
 // Done is closed if the embedded server stops on its own (for example when
 // the node is removed from the cluster); it is nil on a client.
 func (s *Store) Done() <-chan struct{} {
-	if s.etcd == nil {
+	e := s.member()
+	if e == nil {
 		return nil
 	}
-	return s.etcd.Server.StopNotify()
+	return e.Server.StopNotify()
+}
+
+// Promote turns a running client into a voting member, through the same
+// path as a join (learner, catch up, promote, under the join lock): its
+// embedded etcd starts in the data dir, so a restart comes back as the
+// member whatever mode it is given. check runs under the join lock (see
+// Config.JoinIf). The client keeps talking to the cluster as before.
+func (s *Store) Promote(ctx context.Context, check func(context.Context, *clientv3.Client) error) error {
+	if s.IsMember() {
+		return nil
+	}
+	cfg := s.cfg
+	cfg.Members = s.Client.Endpoints() // the voters now, not the ones it booted with
+	cfg.JoinIf = check
+	m, err := join(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	m.Client.Close()
+	s.mu.Lock()
+	s.etcd = m.etcd
+	s.mu.Unlock()
+	return nil
 }
 
 // Close disconnects and stops the embedded server.
 func (s *Store) Close() error {
 	err := s.Client.Close()
-	if s.etcd != nil {
-		s.etcd.Close()
+	if e := s.member(); e != nil {
+		e.Close()
 	}
 	return err
 }

@@ -60,6 +60,9 @@ type Config struct {
 	Provider   Provider
 	NodeGroups []NodeGroup // in file order
 	Network    *Network    // nil: no overlay
+	Logs       *Logs       // nil: no log shipping
+	Backup     *Backup     // nil: no scheduled snapshots (see backup.go)
+	DeployHook *DeployHook // nil: no deploy webhook (see deployhook.go)
 	Variables  []Variable  // in file order, with their values
 	// Locals are the values of the locals blocks, by name.
 	Locals  map[string]cty.Value
@@ -67,6 +70,11 @@ type Config struct {
 	// Services are the units up runs through clusterd, in file order;
 	// see Units.
 	Services []Service
+	// BackupBucket and LogGroup are the backup_bucket and log_group blocks
+	// of provider "aws" (see aws.go): nil when absent, but with that
+	// provider never nil, as they have defaults.
+	BackupBucket *BackupBucket
+	LogGroup     *LogGroup
 
 	// ctx is what the file's expressions were evaluated in; outputs are
 	// evaluated in it later. files are the parsed sources (the file, its
@@ -146,10 +154,15 @@ var (
 			{Type: "provider", LabelNames: []string{"type"}},
 			{Type: "node_group", LabelNames: []string{"name"}},
 			{Type: "network"},
+			{Type: "logs"},
+			{Type: "backup"},
+			{Type: "deploy_hook"},
 			{Type: "variable", LabelNames: []string{"name"}},
 			{Type: "locals"},
 			{Type: "output", LabelNames: []string{"name"}},
 			{Type: "service", LabelNames: []string{"name"}},
+			{Type: "backup_bucket"},
+			{Type: "log_group"},
 		},
 	}
 	clusterSchema = &hcl.BodySchema{
@@ -235,7 +248,7 @@ func decode(body hcl.Body, filename string, in Inputs, parser *hclparse.Parser) 
 	diags = append(diags, d...)
 	cfg.ctx = ctx
 
-	var cluster, provider, network *hcl.Block
+	var cluster, provider, network, logs, hook *hcl.Block
 	groups := make(map[string]*hcl.Block)
 	services := make(map[string]*hcl.Block)
 	// capacityRanges[i] locates NodeGroups[i].DesiredCapacity, so provider
@@ -267,6 +280,24 @@ func decode(body hcl.Body, filename string, in Inputs, parser *hclparse.Parser) 
 			var d hcl.Diagnostics
 			cfg.Network, d = decodeNetwork(block, ctx)
 			diags = append(diags, d...)
+		case "logs":
+			if logs != nil {
+				diags = append(diags, duplicate(block, logs))
+				continue
+			}
+			logs = block
+			var d hcl.Diagnostics
+			cfg.Logs, d = decodeLogs(block, ctx)
+			diags = append(diags, d...)
+		case "deploy_hook":
+			if hook != nil {
+				diags = append(diags, duplicate(block, hook))
+				continue
+			}
+			hook = block
+			var d hcl.Diagnostics
+			cfg.DeployHook, d = decodeDeployHook(block, ctx)
+			diags = append(diags, d...)
 		case "node_group":
 			g, capRange, d := decodeNodeGroup(block, ctx, filepath.Dir(filename))
 			diags = append(diags, d...)
@@ -288,6 +319,18 @@ func decode(body hcl.Body, filename string, in Inputs, parser *hclparse.Parser) 
 			s, d := decodeService(block, ctx, filepath.Dir(filename))
 			diags = append(diags, d...)
 			cfg.Services = append(cfg.Services, s)
+		case "backup":
+			if cfg.Backup != nil {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Duplicate backup block",
+					Detail:  fmt.Sprintf("A backup block is already defined at %s; remove one of them.", position(cfg.Backup.DeclRange)),
+					Subject: block.DefRange.Ptr()})
+				continue
+			}
+			var d hcl.Diagnostics
+			cfg.Backup, d = decodeBackup(block, ctx)
+			diags = append(diags, d...)
+		case "backup_bucket", "log_group":
+			diags = append(diags, decodeAWSBlock(block, ctx, cfg)...)
 		}
 	}
 
@@ -304,6 +347,8 @@ func decode(body hcl.Body, filename string, in Inputs, parser *hclparse.Parser) 
 			`A cluster needs at least one node_group; add node_group "core" { desired_capacity = 3 }.`))
 	}
 	diags = append(diags, checkPXE(&cfg.Provider, cfg.NodeGroups, capacityRanges)...)
+	diags = append(diags, checkAWS(cfg)...)
+	diags = append(diags, checkBackup(cfg)...)
 	if l := cfg.Provider.limiter(); l != nil {
 		diags = append(diags, checkCapacity(l, cfg.NodeGroups, capacityRanges)...)
 	}

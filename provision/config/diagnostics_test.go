@@ -48,7 +48,7 @@ func TestError(t *testing.T) {
 	_, diags := Parse(lines(`cluster "c" { etcd_members = 2 }`, `provider "x" {}`), "file.hcl", Inputs{})
 	want := strings.Join([]string{
 		"file.hcl:1,30: Invalid etcd_members; etcd_members must be 1, 3, 5 or 7, got 2.",
-		`file.hcl:2,10: Unsupported provider "x"; supported: local, pxe, ssh, vagrant`,
+		`file.hcl:2,10: Unsupported provider "x"; supported: aws, local, pxe, ssh, vagrant`,
 		`file.hcl:1,1: Missing node_group block; A cluster needs at least one node_group; add node_group "core" { desired_capacity = 3 }.`,
 	}, "\n")
 	if got := diags.Error(); got != want {

@@ -54,8 +54,21 @@ type NodeGroup struct {
 	// 0644). Nil when there are none.
 	Files []templates.File
 	// PXE is the group's bare-metal part (provider "pxe"), nil without one.
-	PXE       *PXEGroup
-	DeclRange hcl.Range
+	PXE *PXEGroup
+	// InstanceType and Image are the group's EC2 instance type and image
+	// (provider "aws", see aws.go): "t3.small" and "flatcar-stable" by
+	// default with that provider, "" with any other.
+	InstanceType string
+	Image        string
+	// Volumes are extra EBS volumes and LoadBalancers the load balancers
+	// in front of the group (provider "aws"), in file order; nil when none.
+	Volumes       []Volume
+	LoadBalancers []LoadBalancer
+	DeclRange     hcl.Range
+
+	// awsOnly locates the settings above that only provider "aws" uses, so
+	// that they can be reported under another provider.
+	awsOnly []awsSetting
 }
 
 // noMaxSize is NodeGroup.MaxSize when max_size is not set.
@@ -71,6 +84,8 @@ var (
 			{Name: "userdata"},
 			{Name: "install_to_disk"},
 			{Name: "default"},
+			{Name: "instance_type"},
+			{Name: "image"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{
 			{Type: "systemd_unit", LabelNames: []string{"name"}},
@@ -78,6 +93,8 @@ var (
 			{Type: "machine", LabelNames: []string{"name"}},
 			{Type: "mac_range"},
 			{Type: "boot"},
+			{Type: "volume", LabelNames: []string{"path"}},
+			{Type: "load_balancer", LabelNames: []string{"name"}},
 		},
 	}
 	systemdUnitSchema = &hcl.BodySchema{
@@ -164,6 +181,7 @@ func decodeNodeGroup(block *hcl.Block, ctx *hcl.EvalContext, dir string) (NodeGr
 		}
 	}
 	diags = append(diags, decodePXEGroup(content, ctx, dir, &g)...)
+	diags = append(diags, decodeAWSGroup(content, ctx, &g)...)
 	return g, capRange, diags
 }
 

@@ -20,6 +20,7 @@ type Provider struct {
 	SSH       *SSHProvider
 	PXE       *PXEProvider
 	Vagrant   *VagrantProvider
+	AWS       *AWSProvider
 	DeclRange hcl.Range
 }
 
@@ -38,12 +39,13 @@ var providerDecoders = map[string]func(body hcl.Body, ctx *hcl.EvalContext, dir 
 	"ssh":     decodeSSH,
 	"pxe":     decodePXE,
 	"vagrant": decodeVagrant,
+	"aws":     decodeAWS,
 }
 
 // plannedProviders are part of the language but not of this version. They
 // get their own message so a file written for a later version is not
 // reported as a typo.
-var plannedProviders = []string{"aws"}
+var plannedProviders []string
 
 func decodeProvider(block *hcl.Block, ctx *hcl.EvalContext, dir string, p *Provider) hcl.Diagnostics {
 	p.Type = block.Labels[0]

@@ -53,7 +53,7 @@ func runLogger(path string, r io.Reader) int {
 	// The logger must outlive terminals and clusterd; only an explicit
 	// SIGTERM or SIGKILL, or the end of its input, stops it.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
-	j := &journalFile{path: path, max: maxJournalSize}
+	j := &journalFile{path: path, max: maxJournalSize, tee: teeFor(path)}
 	defer j.close()
 	if err := copyLines(r, j); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", loggerArg0, err)
@@ -90,6 +90,8 @@ type journalFile struct {
 	f    *os.File
 	size int64
 	buf  []byte
+	// tee offers each line to clusterd's log shipper; it never blocks.
+	tee func(t time.Time, line []byte)
 }
 
 func (j *journalFile) open() error {
@@ -115,7 +117,8 @@ func (j *journalFile) writeLine(line []byte) error {
 			return err
 		}
 	}
-	j.buf = append(j.buf[:0], time.Now().Format(timeFormat)...)
+	now := time.Now()
+	j.buf = append(j.buf[:0], now.Format(timeFormat)...)
 	j.buf = append(j.buf, ' ')
 	j.buf = append(j.buf, line...)
 	j.buf = append(j.buf, '\n')
@@ -123,6 +126,9 @@ func (j *journalFile) writeLine(line []byte) error {
 	j.size += int64(n)
 	if err != nil {
 		return err
+	}
+	if j.tee != nil {
+		j.tee(now, line)
 	}
 	if j.max > 0 && j.size > j.max {
 		j.rotate()
@@ -152,7 +158,7 @@ func (j *journalFile) close() {
 // driver's own messages ("Main process exited …"), as systemd puts its own
 // in a unit's journal.
 func appendJournal(path, msg string) error {
-	j := &journalFile{path: path}
+	j := &journalFile{path: path, tee: teeFor(path)}
 	defer j.close()
 	return j.writeLine([]byte(msg))
 }
