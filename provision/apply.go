@@ -33,7 +33,13 @@ type UpOptions struct {
 	// refused anywhere else.
 	AutoApprove bool
 	In          io.Reader
-	restore     *restoreSource // set by Restore (backup.go)
+	// NoWait returns once the provider's infrastructure has converged and
+	// every node has its machine, without waiting for nodes to join, and
+	// skips what needs the cluster's etcd (membership, removals' etcd
+	// step, replacements, network, logs, backups, services): for
+	// emulators that boot nothing.
+	NoWait  bool
+	restore *restoreSource // set by Restore (backup.go)
 }
 
 // ErrNotApproved is a destructive plan that was not confirmed.
@@ -74,8 +80,10 @@ func Up(ctx context.Context, opts UpOptions) error {
 	}
 	out := c.opts.Out
 	fmt.Fprintf(out, "cluster %q: %s\n", c.cfg.Cluster.Name, t.describe())
-	if err := c.followMembership(ctx, t); err != nil {
-		return err
+	if !opts.NoWait {
+		if err := c.followMembership(ctx, t); err != nil {
+			return err
+		}
 	}
 	pl, err := c.plan(ctx, t)
 	if err != nil {
@@ -91,9 +99,17 @@ func Up(ctx context.Context, opts UpOptions) error {
 			return err
 		}
 	}
-	a := &apply{c: c, t: t, show: progress.New(out, tty), timeout: opts.Timeout, start: start}
+	a := &apply{c: c, t: t, show: progress.New(out, tty), timeout: opts.Timeout, start: start, noWait: opts.NoWait}
 	if err := a.run(ctx, pl); err != nil {
 		return err
+	}
+	if o, ok := t.(outputWriter); ok {
+		o.writeOutputs(out)
+	}
+	if opts.NoWait {
+		fmt.Fprintf(out, "cluster %q: infrastructure converged and %d nodes have machines (%.1fs); --no-wait: not waiting for them to join, and membership, network, logs, backups and services were not converged; run up without --no-wait for that\n",
+			c.cfg.Cluster.Name, len(c.state.Nodes), time.Since(start).Seconds())
+		return nil
 	}
 	ms, err := a.machines(ctx)
 	if err != nil {
@@ -136,6 +152,7 @@ type apply struct {
 	timeout time.Duration
 	start   time.Time
 	cli     *clientv3.Client // once the cluster has members
+	noWait  bool             // UpOptions.NoWait
 }
 
 func (a *apply) run(ctx context.Context, pl *plan.Plan) error {
@@ -175,6 +192,9 @@ func (a *apply) run(ctx context.Context, pl *plan.Plan) error {
 	if err := a.launch(ctx, c.nodeNames(), launch); err != nil {
 		return err
 	}
+	if a.noWait {
+		return a.runNoWait(ctx, pl)
+	}
 	if err := a.putMembership(ctx); err != nil {
 		return err
 	}
@@ -208,6 +228,27 @@ func (a *apply) run(ctx context.Context, pl *plan.Plan) error {
 	return c.ensureServices(ctx, a.timeout)
 }
 
+// runNoWait finishes a --no-wait run: the nodes the file no longer wants
+// go (without the etcd steps); replacements, which must wait for the new
+// node's health, are left for a run that waits.
+func (a *apply) runNoWait(ctx context.Context, pl *plan.Plan) error {
+	for _, ch := range pl.Of(plan.Node, plan.Delete) {
+		if err := a.remove(ctx, ch.Name); err != nil {
+			return err
+		}
+	}
+	for _, ch := range pl.Of(plan.Node, plan.Replace) {
+		a.show.Set("node "+ch.Name, "kept", "--no-wait: not replaced, run up without it")
+	}
+	return nil
+}
+
+// outputWriter is a target with outputs to show after up (aws: load
+// balancers, bucket, nodes' instances).
+type outputWriter interface {
+	writeOutputs(w io.Writer)
+}
+
 // record adds a node to the state (see newNode).
 func (a *apply) record(name, group string, replaces string) error {
 	c := a.c
@@ -216,7 +257,11 @@ func (a *apply) record(name, group string, replaces string) error {
 		return err
 	}
 	c.state.Nodes = append(c.state.Nodes, *n)
-	a.show.Set("node "+name, "waiting", fmt.Sprintf("%s %s", n.IP, n.Role))
+	detail := string(n.Role)
+	if n.IP.IsValid() { // aws: the address comes with the instance
+		detail = n.IP.String() + " " + detail
+	}
+	a.show.Set("node "+name, "waiting", detail)
 	return c.dir.Save(c.state)
 }
 
@@ -291,6 +336,9 @@ func (a *apply) launch(ctx context.Context, names, shown []string) error {
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	if a.noWait {
+		return nil
 	}
 	return a.waitJoined(ctx, names, show, reports)
 }
@@ -389,8 +437,11 @@ func (a *apply) remove(ctx context.Context, name string) error {
 	// Bounded twice: the promotion wait inside has its own limit.
 	rctx, cancel := context.WithTimeout(ctx, 2*a.timeout)
 	defer cancel()
-	if err := a.leave(rctx, *n); err != nil {
-		return err
+	// With --no-wait there is no etcd to leave: the machines boot nothing.
+	if !a.noWait {
+		if err := a.leave(rctx, *n); err != nil {
+			return err
+		}
 	}
 	if err := a.t.Terminate(ctx, name); err != nil {
 		return err

@@ -33,7 +33,9 @@ const backupMarker = "backup.json"
 // restart, as with the logs block.
 func (c *cluster) ensureBackup(ctx context.Context, timeout time.Duration) error {
 	marker := filepath.Join(c.dir.Path, backupMarker)
-	if _, err := os.Stat(marker); c.cfg.Backup == nil && errors.Is(err, fs.ErrNotExist) {
+	// A restored cluster holds the settings of the one it came from: the
+	// file's (or none) must replace them even without a marker.
+	if _, err := os.Stat(marker); c.cfg.Backup == nil && errors.Is(err, fs.ErrNotExist) && c.restore == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -48,7 +50,10 @@ func (c *cluster) ensureBackup(ctx context.Context, timeout time.Duration) error
 			return fmt.Errorf("turning scheduled snapshots off (%s): %w", backup.SettingsKey, err)
 		}
 		fmt.Fprintf(c.opts.Out, "backup: scheduled snapshots off (no backup block)\n")
-		return os.Remove(marker)
+		if err := os.Remove(marker); !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
 	}
 	s := c.cfg.Backup.Settings(c.cfg.Cluster.Name)
 	val, err := json.Marshal(s)
@@ -293,17 +298,17 @@ func (c *cluster) restoreArgs(n state.Node) ([]string, error) {
 // machines that did not come back: no node of the new cluster has their
 // machine id, so nothing would ever release them.
 func (c *cluster) releaseStaleSubnets(ctx context.Context) error {
+	var err error
+	if c.state, err = c.dir.Load(); err != nil { // as up left it
+		return err
+	}
 	cli, err := c.connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
-	st, err := c.dir.Load()
-	if err != nil {
-		return err
-	}
 	ours := map[string]bool{}
-	for _, n := range st.Nodes {
+	for _, n := range c.state.Nodes {
 		if id, err := registry.ReadMachineID(c.dir.NodeDir(n.Name)); err == nil {
 			ours[id] = true
 		}
@@ -324,29 +329,27 @@ func (c *cluster) releaseStaleSubnets(ctx context.Context) error {
 	return nil
 }
 
-// printBackupStatus adds the last scheduled snapshot to `provision status`.
+// printBackupStatus adds the last snapshot to `provision status`, in the
+// style of its metrics lines: when, which revision, how big, where; and
+// the last failure if it came after.
 func printBackupStatus(ctx context.Context, c *cluster, cli *clientv3.Client) {
 	if cli == nil {
 		return
 	}
+	out := c.opts.Out
 	last, failed, err := backup.ReadRecords(ctx, cli)
-	if err != nil {
-		fmt.Fprintf(c.opts.Out, "\nbackup: can't read %s: %v\n", backup.LastKey, err)
+	switch {
+	case err != nil:
+		fmt.Fprintf(out, "backup       can't read %s: %v\n", backup.LastKey, err)
 		return
-	}
-	if last == nil && failed == nil {
-		if c.cfg.Backup != nil {
-			fmt.Fprintf(c.opts.Out, "\nbackup: no snapshot taken yet\n")
-		}
-		return
-	}
-	fmt.Fprintln(c.opts.Out)
-	if last != nil {
-		fmt.Fprintf(c.opts.Out, "backup: last snapshot %s (%s ago) at revision %d, %s: %s\n",
+	case last != nil:
+		fmt.Fprintf(out, "backup       last snapshot %s (%s ago), revision %d, %s: %s\n",
 			last.Time.Format(time.RFC3339), time.Since(last.Time).Round(time.Second), last.Revision, sizeOf(last.Size), last.Location)
+	case c.cfg.Backup != nil:
+		fmt.Fprintf(out, "backup       no snapshot taken yet\n")
 	}
 	if failed != nil && (last == nil || failed.Time.After(last.Time)) {
-		fmt.Fprintf(c.opts.Out, "backup: the last attempt failed %s (%s ago): %s\n",
+		fmt.Fprintf(out, "backup       the last attempt failed %s (%s ago): %s\n",
 			failed.Time.Format(time.RFC3339), time.Since(failed.Time).Round(time.Second), failed.Error)
 	}
 }

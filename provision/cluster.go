@@ -36,6 +36,9 @@ type Options struct {
 	// Inputs are the values of the file's variables: -var, -var-file and
 	// the CORRAL_VAR_ environment.
 	Inputs config.Inputs
+	// Profile is the AWS shared-config profile (--profile); it overrides
+	// the aws provider's profile.
+	Profile string
 }
 
 // cluster is one HCL file's cluster, opened for a command.

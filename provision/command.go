@@ -48,25 +48,33 @@ work too) and from CORRAL_VAR_name in the environment.`,
 		cmd.Flags().StringArrayVar(&varFiles, "var-file", nil, "read variables from `FILE`: HCL, or JSON if it ends in .json (repeatable)")
 		return cmd
 	}
+	var profile string
+	// withProfile gives a command that talks to AWS the --profile flag.
+	withProfile := func(cmd *cobra.Command) *cobra.Command {
+		cmd.Flags().StringVar(&profile, "profile", "", "the AWS shared-config `NAME` to use (overrides the aws provider's profile)")
+		return cmd
+	}
 	opts := func(cmd *cobra.Command, args []string) Options {
 		return Options{
 			File: args[0], Out: cmd.OutOrStdout(), Err: cmd.ErrOrStderr(),
-			Inputs: config.Inputs{Vars: vars, VarFiles: varFiles, Env: os.Environ()},
+			Inputs:  config.Inputs{Vars: vars, VarFiles: varFiles, Env: os.Environ()},
+			Profile: profile,
 		}
 	}
 	var timeout time.Duration
-	var autoApprove bool
+	var autoApprove, noWait, forceDeleteData, verbose bool
 	var format string
 	up := &cobra.Command{
 		Use:   "up FILE",
 		Short: "Create or converge the cluster described in FILE",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return Up(cmd.Context(), UpOptions{Options: opts(cmd, args), Timeout: timeout, AutoApprove: autoApprove, In: cmd.InOrStdin()})
+			return Up(cmd.Context(), UpOptions{Options: opts(cmd, args), Timeout: timeout, AutoApprove: autoApprove, In: cmd.InOrStdin(), NoWait: noWait})
 		},
 	}
 	up.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for each step: nodes to join, the network, services")
 	up.Flags().BoolVar(&autoApprove, "auto-approve", false, "apply a plan that deletes or replaces nodes without asking")
+	up.Flags().BoolVar(&noWait, "no-wait", false, "return once the infrastructure has converged and nodes have machines, without waiting for them to join (skips membership, network, logs, backups, services)")
 	var detailed bool
 	planCmd := &cobra.Command{
 		Use:   "plan FILE",
@@ -82,7 +90,7 @@ change, 2 when there are changes, and 1 on error.`,
 			if format != "text" && format != "json" {
 				return fmt.Errorf("--output must be text or json, got %q", format)
 			}
-			changes, err := Plan(cmd.Context(), PlanOptions{Options: opts(cmd, args), JSON: format == "json"})
+			changes, err := Plan(cmd.Context(), PlanOptions{Options: opts(cmd, args), JSON: format == "json", Verbose: verbose})
 			if err == nil && changes && detailed {
 				return ExitCode(2)
 			}
@@ -91,6 +99,7 @@ change, 2 when there are changes, and 1 on error.`,
 	}
 	planCmd.Flags().BoolVar(&detailed, "detailed-exitcode", false, "exit 0 with no changes, 2 with changes, 1 on error")
 	planCmd.Flags().StringVarP(&format, "output", "o", "text", "text or json")
+	planCmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "list the provider's unchanged resources too (aws)")
 	var node, renderFormat string
 	render := &cobra.Command{
 		Use:   "render FILE [--node NAME] [--format FORMAT]",
@@ -185,15 +194,17 @@ files, and runs clusterd, reporting to corral.report=URL.`,
 	build.AddCommand(buildInitramfs)
 	root.AddCommand(withInputs(serve), withInputs(reprovision), build)
 	root.AddCommand(withInputs(backupCommand(opts)), withInputs(restoreCommand(opts)))
-	root.AddCommand(withInputs(up), withInputs(planCmd), withInputs(render), withInputs(shell),
-		withInputs(&cobra.Command{
-			Use:   "down FILE",
-			Short: "Remove every node and resource of the cluster in FILE",
-			Args:  cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				return Down(cmd.Context(), opts(cmd, args))
-			},
-		}),
+	down := &cobra.Command{
+		Use:   "down FILE",
+		Short: "Remove every node and resource of the cluster in FILE",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return DownWith(cmd.Context(), DownOptions{Options: opts(cmd, args), ForceDeleteData: forceDeleteData})
+		},
+	}
+	down.Flags().BoolVar(&forceDeleteData, "force-delete-data", false, "also delete the cluster's data: the aws bucket with its etcd snapshots")
+	root.AddCommand(withProfile(withInputs(up)), withProfile(withInputs(planCmd)), withInputs(render), withInputs(shell),
+		withProfile(withInputs(down)),
 		withInputs(&cobra.Command{
 			Use:   "status FILE",
 			Short: "Show the cluster's nodes, machines and etcd health",

@@ -7,11 +7,24 @@ import (
 	"sync"
 )
 
+// DownOptions tune `provision down`.
+type DownOptions struct {
+	Options
+	// ForceDeleteData deletes the data the cluster keeps beyond its
+	// machines too: the aws provider's bucket of etcd snapshots.
+	ForceDeleteData bool
+}
+
 // Down removes everything the cluster's runs made: every node the provider
 // can find (by name, whether or not the state knows it), the cluster-wide
 // resources, and the state directory.
 func Down(ctx context.Context, opts Options) error {
-	c, err := open(opts)
+	return DownWith(ctx, DownOptions{Options: opts})
+}
+
+// DownWith is Down with its options.
+func DownWith(ctx context.Context, opts DownOptions) error {
+	c, err := open(opts.Options)
 	if err != nil {
 		return err
 	}
@@ -36,6 +49,9 @@ func Down(ctx context.Context, opts Options) error {
 		c.local.Grace = -1
 	} else if s, ok := p.(*sshTarget); ok {
 		s.Grace = -1 // clusterd gets the least the provider allows (1 s)
+	} else if a, ok := p.(*awsTarget); ok {
+		// The instances go with their Auto Scaling groups in teardown.
+		a.down, a.forceDeleteData = true, opts.ForceDeleteData
 	}
 	var wg sync.WaitGroup
 	var outMu sync.Mutex // Out is any writer, not one safe for concurrent use

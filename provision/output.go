@@ -101,7 +101,8 @@ func Output(opts OutputOptions) error {
 		b.WriteString("\n")
 	}
 	fmt.Fprint(c.opts.Out, b.String())
-	return nil
+	// What the provider made (aws: load balancers, bucket, instances).
+	return c.writeProviderOutputs(c.opts.Out)
 }
 
 // clusterValue is the cluster as outputs see it: its name and the nodes of

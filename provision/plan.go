@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"slices"
@@ -21,6 +22,9 @@ import (
 type PlanOptions struct {
 	Options
 	JSON bool // print the plan as JSON
+	// Verbose lists the provider's resources that stay as they are, too
+	// (aws); otherwise they are only counted.
+	Verbose bool
 }
 
 // Plan prints what up would change, without changing anything (no lock
@@ -42,7 +46,22 @@ func Plan(ctx context.Context, opts PlanOptions) (changes bool, err error) {
 	if opts.JSON {
 		return !pl.Empty(), pl.WriteJSON(c.opts.Out)
 	}
-	return !pl.Empty(), pl.WriteText(c.opts.Out, progress.IsTerminal(c.opts.Out) && os.Getenv("NO_COLOR") == "")
+	if err := pl.WriteText(c.opts.Out, progress.IsTerminal(c.opts.Out) && os.Getenv("NO_COLOR") == ""); err != nil {
+		return false, err
+	}
+	infra := false
+	if p, ok := t.(infraPlanner); ok {
+		if infra, err = p.writeInfraPlan(ctx, c.opts.Out, opts.Verbose); err != nil {
+			return false, err
+		}
+	}
+	return !pl.Empty() || infra, nil
+}
+
+// infraPlanner is a target with infrastructure of its own to plan (aws):
+// it writes what up would change there, and reports whether anything.
+type infraPlanner interface {
+	writeInfraPlan(ctx context.Context, w io.Writer, verbose bool) (bool, error)
 }
 
 // plan compares the file with the state and with what the provider has

@@ -93,6 +93,12 @@ func (c *cluster) target(ctx context.Context) (target, error) {
 			return nil, err
 		}
 		c.tgt = t
+	case "aws":
+		t, err := c.awsTarget(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.tgt = t
 	case "vagrant":
 		t, err := c.vagrantTarget(ctx, true)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/corral-dev/corral/internal/awsemu"
 	"github.com/corral-dev/corral/internal/etcdtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -187,7 +188,8 @@ func TestS3Destination(t *testing.T) {
 	if want := ClusterBucket("prod", e.AccountID(), e.Region()); dest.Bucket != want || dest.Prefix != "backups/prod/" {
 		t.Fatalf("bucket %s prefix %s, want %s and backups/prod/", dest.Bucket, dest.Prefix, want)
 	}
-	if _, err := dest.Client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &dest.Bucket}); err != nil {
+	if _, err := dest.Client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &dest.Bucket,
+		CreateBucketConfiguration: &s3types.CreateBucketConfiguration{LocationConstraint: s3types.BucketLocationConstraint(e.Region())}}); err != nil {
 		t.Fatal(err)
 	}
 	// Someone else's object under the prefix survives pruning.
@@ -305,4 +307,48 @@ func TestScheduler(t *testing.T) {
 		}
 	}
 	t.Fatalf("no other machine took over from %s within 30s", leader)
+}
+
+// TestSchedulerFailure: a snapshot that can't be stored is recorded at
+// FailedKey, saying why, and tried again the next period.
+func TestSchedulerFailure(t *testing.T) {
+	cli := etcdtest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	blocker := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	set, _ := json.Marshal(Settings{Cluster: "prod", Schedule: "1s", Keep: 2, Destination: "dir:" + blocker + "/backups"})
+	if _, err := cli.Put(ctx, SettingsKey, string(set)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	s := &Scheduler{Client: cli, MachineID: "m1", Work: t.TempDir(), TTL: 2 * time.Second}
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	var fails []Record
+	for wr := range cli.Watch(wctx, FailedKey) {
+		for _, ev := range wr.Events {
+			var r Record
+			json.Unmarshal(ev.Kv.Value, &r)
+			fails = append(fails, r)
+		}
+		if len(fails) >= 2 {
+			break
+		}
+	}
+	if len(fails) < 2 {
+		t.Fatalf("%d failures recorded within 30s, want 2 (one per period)", len(fails))
+	}
+	if !strings.Contains(fails[0].Error, blocker) || fails[0].Machine != "m1" {
+		t.Errorf("failure record %+v: want the error to name %s, and the machine", fails[0], blocker)
+	}
+	if gap := fails[1].Time.Sub(fails[0].Time); gap < 900*time.Millisecond {
+		t.Errorf("retried after %v, want a period (1s)", gap)
+	}
+	if last, _, _ := ReadRecords(ctx, cli); last != nil {
+		t.Errorf("a success recorded: %+v", last)
+	}
 }

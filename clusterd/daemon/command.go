@@ -43,30 +43,37 @@ A node restarted with its --data-dir comes back as the same machine and member.`
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if cfg.IP = net.ParseIP(ip); cfg.IP == nil {
-				return fmt.Errorf("--ip %q is not an IP address", ip)
-			}
-			if cfg.Mode, err = store.ParseMode(mode); err != nil {
-				return err
-			}
 			if cfg.Metadata, err = ParseMetadata(metadata); err != nil {
 				return err
 			}
-			if tokenFile != "" {
-				b, err := os.ReadFile(tokenFile)
-				if err != nil {
+			if cfg.AWS.Bootstrap != "" {
+				// Name, IP, mode, servers and token are discovered (aws.go).
+				if err := awsFlagConflicts(cmd); err != nil {
 					return err
 				}
-				token = string(b)
-			}
-			if token == "" {
-				token = os.Getenv("CORRAL_TOKEN")
-			}
-			if token == "" {
-				return errors.New("no join token: give --token-file, --token or CORRAL_TOKEN")
-			}
-			if cfg.Token, err = pki.ParseToken(token); err != nil {
-				return err
+			} else {
+				if cfg.IP = net.ParseIP(ip); cfg.IP == nil {
+					return fmt.Errorf("--ip %q is not an IP address", ip)
+				}
+				if cfg.Mode, err = store.ParseMode(mode); err != nil {
+					return err
+				}
+				if tokenFile != "" {
+					b, err := os.ReadFile(tokenFile)
+					if err != nil {
+						return err
+					}
+					token = string(b)
+				}
+				if token == "" {
+					token = os.Getenv("CORRAL_TOKEN")
+				}
+				if token == "" {
+					return errors.New("no join token: give --token-file, --token or CORRAL_TOKEN")
+				}
+				if cfg.Token, err = pki.ParseToken(token); err != nil {
+					return err
+				}
 			}
 			cfg.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)).With("node", cfg.Name)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
@@ -74,6 +81,7 @@ A node restarted with its --data-dir comes back as the same machine and member.`
 			return run(ctx, cfg)
 		},
 	}
+	awsFlags(cmd, &cfg.AWS)
 	f := cmd.Flags()
 	f.StringVar(&cfg.Name, "name", "", "node name, e.g. core-1 (also its etcd member name)")
 	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/clusterd", "state directory: etcd data, certificates, machine id")

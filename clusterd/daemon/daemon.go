@@ -66,6 +66,9 @@ type Config struct {
 	// MetricsAddr is where /metrics is served (see metrics.Addr); "" for
 	// nowhere.
 	MetricsAddr string
+	// AWS, when AWS.Bootstrap is set, discovers Name, IP, Mode, Servers,
+	// Token and CAFiles on an EC2 instance (aws.go).
+	AWS AWSConfig
 }
 
 // Node is a running clusterd.
@@ -122,6 +125,11 @@ func hostsOf(servers []string) []net.IP {
 func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.AWS.Bootstrap != "" {
+		if err := cfg.awsBootstrap(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.APIPort == 0 {
 		cfg.APIPort = DefaultAPIPort

@@ -114,10 +114,13 @@ func TestDeadVoterRemovedClientPromoted(t *testing.T) {
 	}
 
 	c.Kill("core-2")
+	killed := time.Now()
 	c.WaitMachines(time.Minute, "core-2's lease to expire", func(ms []registry.Machine) bool {
 		return !slices.ContainsFunc(ms, func(m registry.Machine) bool { return m.ID == victim.ID })
 	})
+	start := time.Now()
 	out, errOut, code := c.Ctl("machine", "remove", short)
+	t.Logf("machine remove of a dead voter, client promoted: %.1fs", time.Since(start).Seconds())
 	if code != 0 {
 		t.Fatalf("machine remove %s: exit %d\n%s%s", short, code, out, errOut)
 	}
@@ -147,6 +150,7 @@ func TestDeadVoterRemovedClientPromoted(t *testing.T) {
 		}
 		return true
 	})
+	t.Logf("units active again %.1fs after the kill", time.Since(killed).Seconds())
 	if a := activeHellos(s); a[hellos[0]][0] == a[hellos[1]][0] || a[hellos[1]][0] == a[hellos[2]][0] || a[hellos[0]][0] == a[hellos[2]][0] {
 		t.Errorf("hellos conflict with each other but share a machine: %v", a)
 	}

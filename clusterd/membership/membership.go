@@ -152,6 +152,10 @@ func Find(ctx context.Context, c *clientv3.Client, arg string) (Machine, error) 
 type Tombstone struct {
 	Machine
 	Removed time.Time `json:"removed"`
+	// VoterRemoved is set, rewriting the tombstone, once its etcd member
+	// is gone: the write wakes the clients that may be promoted (etcd
+	// can't be watched for membership changes).
+	VoterRemoved bool `json:"voter_removed,omitempty"`
 }
 
 // Removed reports whether machineID has a tombstone.

@@ -54,9 +54,9 @@ func Remove(ctx context.Context, c *clientv3.Client, m Machine, opts RemoveOptio
 	// The tombstone first: a clusterd still running on the machine (a
 	// forced removal) stops instead of registering again, and clients
 	// waiting to be promoted wake up.
-	b, _ := json.Marshal(Tombstone{Machine: m, Removed: time.Now().UTC()})
-	if _, err := c.Put(ctx, RemovedPrefix+m.ID, string(b)); err != nil {
-		return nil, fmt.Errorf("marking %s removed: %w", m.Name, err)
+	tomb := Tombstone{Machine: m, Removed: time.Now().UTC()}
+	if err := putTombstone(ctx, c, tomb); err != nil {
+		return nil, err
 	}
 	res := &Result{}
 	var err error
@@ -64,6 +64,10 @@ func Remove(ctx context.Context, c *clientv3.Client, m Machine, opts RemoveOptio
 		res.WasVoter = true
 		if err := store.Retry(ctx, func() error { return store.RemoveMember(ctx, c, v.ID) }); err != nil {
 			return nil, fmt.Errorf("removing %s's etcd member %x: %w", m.Name, v.ID, err)
+		}
+		tomb.VoterRemoved = true
+		if err := store.Retry(ctx, func() error { return putTombstone(ctx, c, tomb) }); err != nil {
+			return nil, err
 		}
 		left := len(s.Voters) - 1
 		report(fmt.Sprintf("removed etcd member %x (%s); %d voters left", v.ID, m.Name, left))
@@ -96,6 +100,14 @@ func Remove(ctx context.Context, c *clientv3.Client, m Machine, opts RemoveOptio
 		return res, err
 	}
 	return res, nil
+}
+
+func putTombstone(ctx context.Context, c *clientv3.Client, t Tombstone) error {
+	b, _ := json.Marshal(t)
+	if _, err := c.Put(ctx, RemovedPrefix+t.ID, string(b)); err != nil {
+		return fmt.Errorf("marking %s removed: %w", t.Name, err)
+	}
+	return nil
 }
 
 // awaitPromotion waits until a client has replaced the removed voter, when

@@ -42,6 +42,10 @@ type Config struct {
 	IPMasq     bool   // masquerade traffic from the overlay to elsewhere
 	Cleanup    bool   // remove devices, routes and rules when stopping
 	Log        *slog.Logger
+	// AWSVPC is what the aws-vpc backend needs (EC2 client, instance id);
+	// nil where it can't run: anywhere but an EC2 instance whose clusterd
+	// was started with --aws-bootstrap.
+	AWSVPC *backend.AWSVPCConfig
 }
 
 // Manager runs the overlay on this machine.
@@ -97,7 +101,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		return err
 	}
 	defer h.Close()
-	be, err := newBackend(netcfg.Backend.Type, h)
+	be, err := newBackend(netcfg.Backend.Type, h, m.cfg.AWSVPC)
 	if err != nil {
 		return err
 	}
@@ -242,8 +246,13 @@ func peersOf(leases []subnet.Lease, self string) []backend.Peer {
 	return peers
 }
 
-func newBackend(kind string, h *netlink.Handle) (backend.Backend, error) {
+func newBackend(kind string, h *netlink.Handle, aws *backend.AWSVPCConfig) (backend.Backend, error) {
 	switch kind {
+	case "aws-vpc":
+		if aws == nil {
+			return nil, errors.New(`overlay: backend "aws-vpc" runs only on EC2 instances whose clusterd was started with --aws-bootstrap; use backend "vxlan" elsewhere`)
+		}
+		return backend.NewAWSVPC(h, *aws), nil
 	case "vxlan":
 		return backend.NewVXLAN(h, ""), nil
 	case "host-gw":

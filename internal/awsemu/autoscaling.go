@@ -2,8 +2,8 @@ package awsemu
 
 import (
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -345,11 +345,7 @@ func (s *asgState) notify(g *asGroup, added, removed []string) {
 }
 
 func (s *asgState) reconcileAll() {
-	names := make([]string, 0, len(s.groups))
-	for n := range s.groups {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(s.groups))
 	for _, n := range names {
 		s.reconcile(s.groups[n])
 	}
@@ -469,11 +465,7 @@ func (s *asgState) groupXML(g *asGroup) string {
 func (s *asgState) describe(q query) (string, error) {
 	s.e.ec2.refresh()
 	names := q.list("AutoScalingGroupNames")
-	var keys []string
-	for n := range s.groups {
-		keys = append(keys, n)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(s.groups))
 	var items []string
 	for _, n := range keys {
 		g := s.groups[n]
@@ -580,11 +572,7 @@ func (s *asgState) describeInstances(q query) (string, error) {
 	s.e.ec2.refresh()
 	ids := q.list("InstanceIds")
 	var items []string
-	var keys []string
-	for n := range s.groups {
-		keys = append(keys, n)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(s.groups))
 	for _, n := range keys {
 		g := s.groups[n]
 		s.prune(g)

@@ -2,10 +2,10 @@ package awsemu
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"path"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +22,8 @@ type ec2State struct {
 	sgs        map[string]*secGroup
 	lts        map[string]*launchTemplate
 	instances  map[string]*instance
+	images     map[string]*image
+	keys       map[string]*keyPair          // by key pair id
 	tags       map[string]map[string]string // resource id → key → value
 	instSeq    int
 	createTime time.Time
@@ -103,6 +105,7 @@ func newEC2(e *Emulator) *queryService {
 		e: e, vpcs: map[string]*vpc{}, subnets: map[string]*subnet{}, igws: map[string]*igw{},
 		rtbs: map[string]*routeTable{}, sgs: map[string]*secGroup{}, lts: map[string]*launchTemplate{},
 		instances: map[string]*instance{}, tags: map[string]map[string]string{},
+		images: seedImages(), keys: map[string]*keyPair{},
 	}
 	e.ec2 = s
 	return &queryService{e: e, namespace: ec2Namespace, ec2Style: true, actions: map[string]func(query) (string, error){
@@ -135,6 +138,9 @@ func newEC2(e *Emulator) *queryService {
 		"RunInstances": s.runInstancesAction, "DescribeInstances": s.describeInstances,
 		"TerminateInstances": s.terminateInstancesAction, "ModifyInstanceAttribute": s.modifyInstanceAttribute,
 		"DescribeInstanceAttribute": s.describeInstanceAttribute,
+
+		"DescribeImages": s.describeImages, "DescribeInstanceTypes": s.describeInstanceTypes,
+		"ImportKeyPair": s.importKeyPair, "DescribeKeyPairs": s.describeKeyPairs, "DeleteKeyPair": s.deleteKeyPair,
 	}}
 }
 
@@ -242,11 +248,7 @@ func anyMatch(patterns, have []string) bool {
 }
 
 func (s *ec2State) tagSet(id string) string {
-	keys := make([]string, 0, len(s.tags[id]))
-	for k := range s.tags[id] {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(s.tags[id]))
 	items := make([]string, len(keys))
 	for i, k := range keys {
 		items[i] = xt("key", k) + xt("value", s.tags[id][k])
@@ -293,6 +295,10 @@ func resourceType(id string) string {
 		return "launch-template"
 	case "i":
 		return "instance"
+	case "key":
+		return "key-pair"
+	case "ami":
+		return "image"
 	}
 	return ""
 }
@@ -313,6 +319,10 @@ func (s *ec2State) exists(id string) bool {
 		return s.lts[id] != nil
 	case "instance":
 		return s.instances[id] != nil
+	case "key-pair":
+		return s.keys[id] != nil
+	case "image":
+		return s.images[id] != nil
 	}
 	return false
 }
@@ -321,7 +331,7 @@ func notFound(id string) error {
 	codes := map[string]string{"vpc": "InvalidVpcID.NotFound", "subnet": "InvalidSubnetID.NotFound",
 		"internet-gateway": "InvalidInternetGatewayID.NotFound", "route-table": "InvalidRouteTableID.NotFound",
 		"security-group": "InvalidGroup.NotFound", "launch-template": "InvalidLaunchTemplateId.NotFound",
-		"instance": "InvalidInstanceID.NotFound"}
+		"instance": "InvalidInstanceID.NotFound", "key-pair": "InvalidKeyPair.NotFound", "image": "InvalidAMIID.NotFound"}
 	code := codes[resourceType(id)]
 	if code == "" {
 		code = "InvalidID"
@@ -358,19 +368,10 @@ func (s *ec2State) deleteTags(q query) (string, error) {
 }
 
 func (s *ec2State) describeTags(q query) (string, error) {
-	ids := make([]string, 0, len(s.tags))
-	for id := range s.tags {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
+	ids := slices.Sorted(maps.Keys(s.tags))
 	var items []string
 	for _, id := range ids {
-		keys := make([]string, 0)
-		for k := range s.tags[id] {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
+		for _, k := range slices.Sorted(maps.Keys(s.tags[id])) {
 			v := s.tags[id][k]
 			attrs := map[string][]string{"resource-id": {id}, "resource-type": {resourceType(id)}, "key": {k}, "value": {v}}
 			if m, err := s.match(q, "", attrs); err != nil {
@@ -393,11 +394,7 @@ func describe[T any](s *ec2State, q query, idParam string, all map[string]T, id 
 			return nil, notFound(i)
 		}
 	}
-	keys := make([]string, 0, len(all))
-	for k := range all {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(all))
 	var out []string
 	for _, k := range keys {
 		r := all[k]
@@ -920,6 +917,10 @@ func (s *ec2State) routeTarget(q query, rt *routeTable) (route, error) {
 	return r, nil
 }
 
+// maxRoutes is AWS's default limit of routes per route table. It bounds
+// the aws-vpc overlay backend, which adds one route per node.
+const maxRoutes = 50
+
 func (s *ec2State) createRoute(q query) (string, error) {
 	rt, err := s.rtb(q.get("RouteTableId"))
 	if err != nil {
@@ -933,6 +934,9 @@ func (s *ec2State) createRoute(q query) (string, error) {
 		if o.dest == r.dest {
 			return "", errf("RouteAlreadyExists", "The route identified by %s already exists.", r.dest)
 		}
+	}
+	if len(rt.routes) >= maxRoutes {
+		return "", errf("RouteLimitExceeded", "The maximum number of routes (%d) has been reached for route table %s; use fewer, wider routes or another route table.", maxRoutes, rt.id)
 	}
 	rt.routes = append(rt.routes, r)
 	return ok()

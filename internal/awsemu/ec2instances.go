@@ -614,6 +614,27 @@ func (s *ec2State) runInstances(spec launchSpec) ([]*instance, error) {
 	if itype == "" {
 		itype = "m1.small"
 	}
+	if err := checkInstanceType(itype); err != nil {
+		return nil, err
+	}
+	if err := checkImage(data.get("ImageId")); err != nil {
+		return nil, err
+	}
+	if arn, name := data.get("IamInstanceProfile.Arn"), data.get("IamInstanceProfile.Name"); arn != "" || name != "" {
+		if name == "" {
+			name = profileName(arn)
+		}
+		// IAM is eventually consistent: a new profile is refused until it
+		// has propagated (see iamService.SetInstanceProfileDelay).
+		if !s.e.iam.InstanceProfileVisible(name) {
+			return nil, errf("InvalidParameterValue", "Value (%s) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name", name)
+		}
+	}
+	if k := data.get("KeyName"); k != "" {
+		if _, err := s.keyByName(k); err != nil {
+			return nil, err
+		}
+	}
 	wantIP := data.get("PrivateIpAddress")
 	if wantIP == "" {
 		wantIP = ni.get("PrivateIpAddress")

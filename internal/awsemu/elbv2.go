@@ -4,9 +4,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"math/big"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -196,16 +196,6 @@ func (s *elbState) renderLB(lb *loadBalancer) string {
 		xt("IpAddressType", "ipv4")
 }
 
-// sortedKeys returns m's keys in order, for stable listings.
-func sortedKeys[T any](m map[string]T) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 func (s *elbState) describeLBs(q query) (string, error) {
 	arns, names := q.list("LoadBalancerArns"), q.list("Names")
 	for _, a := range arns {
@@ -215,7 +205,7 @@ func (s *elbState) describeLBs(q query) (string, error) {
 	}
 	var items []string
 	found := map[string]bool{}
-	for _, a := range sortedKeys(s.lbs) {
+	for _, a := range slices.Sorted(maps.Keys(s.lbs)) {
 		lb := s.lbs[a]
 		if wanted(arns, lb.arn) && wanted(names, lb.name) {
 			items = append(items, s.renderLB(lb))
@@ -250,7 +240,7 @@ func (s *elbState) deleteLB(q query) (string, error) {
 // uses returns the ARN of a load balancer that depends on the EC2 resource
 // id (a VPC, subnet or security group), or "".
 func (s *elbState) uses(id string) string {
-	for _, a := range sortedKeys(s.lbs) {
+	for _, a := range slices.Sorted(maps.Keys(s.lbs)) {
 		lb := s.lbs[a]
 		if lb.vpcID == id || slices.Contains(lb.subnets, id) || slices.Contains(lb.groups, id) {
 			return a
@@ -341,7 +331,7 @@ func (s *elbState) createTG(q query) (string, error) {
 // lbsOf returns the load balancers whose listeners forward to tg.
 func (s *elbState) lbsOf(tg *targetGroup) []string {
 	var out []string
-	for _, la := range sortedKeys(s.listeners) {
+	for _, la := range slices.Sorted(maps.Keys(s.listeners)) {
 		l := s.listeners[la]
 		if l.tgARN == tg.arn && !slices.Contains(out, l.lbARN) {
 			out = append(out, l.lbARN)
@@ -384,7 +374,7 @@ func (s *elbState) describeTGs(q query) (string, error) {
 	}
 	var items []string
 	found := map[string]bool{}
-	for _, a := range sortedKeys(s.tgs) {
+	for _, a := range slices.Sorted(maps.Keys(s.tgs)) {
 		tg := s.tgs[a]
 		if !wanted(arns, tg.arn) || !wanted(names, tg.name) || (lbARN != "" && !slices.Contains(s.lbsOf(tg), lbARN)) {
 			continue
@@ -465,7 +455,7 @@ func checkTGAttr(tg *targetGroup, k, v string) error {
 
 func (s *elbState) renderTGAttrs(tg *targetGroup) string {
 	var items []string
-	for _, k := range sortedKeys(tgAttrDefaults) {
+	for _, k := range slices.Sorted(maps.Keys(tgAttrDefaults)) {
 		v, ok := tg.attrs[k]
 		if !ok {
 			v = tgAttrDefaults[k]
@@ -572,7 +562,7 @@ func (s *elbState) describeListeners(q query) (string, error) {
 		}
 	}
 	var items []string
-	for _, a := range sortedKeys(s.listeners) {
+	for _, a := range slices.Sorted(maps.Keys(s.listeners)) {
 		l := s.listeners[a]
 		if wanted(arns, a) && (lbARN == "" || l.lbARN == lbARN) {
 			items = append(items, s.renderListener(l))
@@ -768,11 +758,20 @@ func (s *elbState) addTags(q query) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	tags := q.tags("Tags")
 	for _, a := range arns {
-		s.setTags(a, q.tags("Tags"))
-		if len(s.tags[a]) > 50 {
-			return "", errf("TooManyTags", "Resource '%s' would have more than 50 tags", a)
+		n := len(s.tags[a])
+		for _, t := range tags {
+			if !slices.ContainsFunc(s.tags[a], func(o tag) bool { return o.key == t.key }) {
+				n++
+			}
 		}
+		if n > 50 {
+			return "", errf("TooManyTags", "Resource '%s' would have %d tags; the limit is 50", a, n)
+		}
+	}
+	for _, a := range arns {
+		s.setTags(a, tags)
 	}
 	return "", nil
 }

@@ -1,25 +1,3 @@
-// Package awsemu is an in-process emulator of the AWS APIs corral uses to
-// build clusters: EC2 (VPCs, subnets, gateways, route tables, security groups,
-// tags, launch templates, instances), Auto Scaling, STS and, registered by
-// other files of this package, further services.
-//
-// It speaks the real wire protocols (the EC2 and AWS Query protocols over
-// form-encoded POST, XML responses and errors), so tests drive the real
-// aws-sdk-go-v2 clients against it instead of stubbing them:
-//
-//	e := awsemu.New(awsemu.Options{})
-//	url, err := e.Start()
-//	defer e.Close()
-//	cfg := aws.Config{Region: "us-west-2", BaseEndpoint: &url,
-//		Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")}
-//	client := ec2.NewFromConfig(cfg)
-//
-// (or set AWS_ENDPOINT_URL to url and use config.LoadDefaultConfig).
-//
-// Requests are routed by the service name in the credential scope of their
-// SigV4 signature (Authorization header, or X-Amz-Credential for presigned
-// URLs); signatures are not verified. Unsigned requests go to "s3".
-// SetThrottle and SetLatency inject faults; Calls records every call.
 package awsemu
 
 import (
@@ -41,14 +19,15 @@ type Options struct {
 	// AccountID is the emulated account; default 123456789012.
 	AccountID string
 	// StateDelay is how long EC2 instances stay pending (and
-	// shutting-down) before becoming running (terminated). Zero means the
+	// shutting-down) before becoming running (terminated), and load
+	// balancers provisioning before becoming active. Zero means the
 	// transition is seen on the next read.
 	StateDelay time.Duration
 	// OnLaunch, if set, is called for every instance the emulator
 	// launches (RunInstances or Auto Scaling), and OnTerminate for every
 	// instance it starts terminating. They are called one at a time, in
 	// the order the events happened, on a goroutine of their own, so they
-	// may block and may call the emulator's APIs.
+	// may block and may call the emulator's APIs; Close waits for them.
 	OnLaunch, OnTerminate func(Instance)
 }
 
@@ -167,6 +146,12 @@ func (e *Emulator) SetLatency(d time.Duration) {
 	e.latency = d
 	e.faultMu.Unlock()
 }
+
+// SetInstanceProfileDelay emulates IAM's eventual consistency: for d after
+// an instance profile is created, EC2 refuses to launch instances with it
+// (InvalidParameterValue: Invalid IAM Instance Profile name), as AWS does
+// for a few seconds. Safe to call while serving.
+func (e *Emulator) SetInstanceProfileDelay(d time.Duration) { e.iam.SetInstanceProfileDelay(d) }
 
 // Calls returns a copy of the log of calls served so far.
 func (e *Emulator) Calls() []Call {

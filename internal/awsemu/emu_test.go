@@ -21,10 +21,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 )
@@ -530,10 +533,18 @@ func TestThrottleRetried(t *testing.T) {
 	c := ec2.NewFromConfig(cfg)
 	s := sts.NewFromConfig(cfg)
 	as := autoscaling.NewFromConfig(cfg)
+	lb := elbv2.NewFromConfig(cfg)
+	ic := iam.NewFromConfig(cfg)
+	lc := cloudwatchlogs.NewFromConfig(cfg)
+	sc := s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true })
 	for i := 0; i < 20; i++ {
 		must(c.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String("10.0.0.0/16")}))(t)
 		must(s.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{}))(t)
 		must(as.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{}))(t)
+		must(lb.DescribeLoadBalancers(ctx, &elbv2.DescribeLoadBalancersInput{}))(t)
+		must(ic.ListRoles(ctx, &iam.ListRolesInput{}))(t)
+		must(lc.DescribeLogGroups(ctx, &cloudwatchlogs.DescribeLogGroupsInput{}))(t)
+		must(sc.ListBuckets(ctx, &s3.ListBucketsInput{}))(t)
 	}
 	e.SetThrottle(0)
 	vpcs := must(c.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{}))(t)
@@ -546,8 +557,10 @@ func TestThrottleRetried(t *testing.T) {
 			throttled[c.Service]++
 		}
 	}
-	if throttled["ec2"] == 0 || throttled["sts"] == 0 || throttled["autoscaling"] == 0 {
-		t.Errorf("throttled calls: %v", throttled)
+	for _, svc := range []string{"ec2", "sts", "autoscaling", "elasticloadbalancing", "iam", "logs", "s3"} {
+		if throttled[svc] == 0 {
+			t.Errorf("no throttled %s calls: %v", svc, throttled)
+		}
 	}
 	if got := mutating(e); got != 20 {
 		t.Errorf("%d mutating calls served, want 20", got)

@@ -93,6 +93,19 @@ func (s *iamService) InstanceProfileVisible(name string) bool {
 	return !s.now().Before(p.created.Add(s.profileDelay))
 }
 
+// profileRole returns the name of the role in the named instance profile
+// and the profile's id; ok is false if the profile does not exist or has
+// no role. The instance metadata service uses it to hand out credentials.
+func (s *iamService) profileRole(name string) (role, profileID string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.profiles[strings.ToLower(name)]
+	if p == nil || p.role == "" || s.roles[p.role] == nil {
+		return "", "", false
+	}
+	return s.roles[p.role].name, p.id, true
+}
+
 // iamError is an IAM error response.
 type iamError struct {
 	status        int

@@ -80,6 +80,21 @@ func (r *run) resolveImages(ctx context.Context) error {
 	return nil
 }
 
+// keyPair checks that the key pair exists: AWS itself only finds out when
+// Auto Scaling fails to launch, out of sight of provision.
+func (r *run) keyPair(ctx context.Context) error {
+	sp := &r.s.spec
+	if sp.KeyPair == "" {
+		return nil
+	}
+	_, err := r.s.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{KeyNames: []string{sp.KeyPair}})
+	if isCode(err, "InvalidKeyPair.NotFound") {
+		return fmt.Errorf("key pair %q does not exist in %s: import your public key (aws ec2 import-key-pair --region %s --key-name %s --public-key-material fileb://~/.ssh/id_ed25519.pub), or remove key_pair and use ssh_authorized_keys",
+			sp.KeyPair, sp.Region, sp.Region, sp.KeyPair)
+	}
+	return wrap("describe key pair", sp.KeyPair, err)
+}
+
 // templateData is what a group's instances launch with.
 func (r *run) templateData(g *Group) *types.RequestLaunchTemplateData {
 	sp := &r.s.spec
@@ -287,6 +302,10 @@ func (r *run) autoScalingGroup(ctx context.Context, g *Group) error {
 			LaunchTemplate:       &asgtypes.LaunchTemplateSpecification{LaunchTemplateName: &name, Version: aws.String(latest)},
 			MinSize:              aws.Int32(int32(g.Min)), MaxSize: aws.Int32(int32(g.Max)), DesiredCapacity: aws.Int32(int32(g.Desired)),
 			VPCZoneIdentifier: &subnets, Tags: tags, TargetGroupARNs: targets,
+			// EC2 health checks only: with ELB checks Auto Scaling would
+			// replace a node, etcd member and all, whenever the web service
+			// behind a load balancer is unhealthy; clusterd reschedules
+			// services itself.
 			HealthCheckType: aws.String("EC2"), HealthCheckGracePeriod: aws.Int32(300),
 		}
 		err := r.profileRetry(ctx, func() error { _, err := c.CreateAutoScalingGroup(ctx, in); return err })

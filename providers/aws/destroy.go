@@ -130,6 +130,7 @@ func (s *Stack) taggedELB(ctx context.Context, arns []string) ([]string, error) 
 // listeners), waits until they are gone, then deletes the target groups.
 func (s *Stack) destroyLoadBalancers(ctx context.Context) error {
 	var arns []string
+	names := map[string]string{} // ARN → name, for the messages
 	lbs := elb.NewDescribeLoadBalancersPaginator(s.elb, &elb.DescribeLoadBalancersInput{})
 	for lbs.HasMorePages() {
 		out, err := lbs.NextPage(ctx)
@@ -138,6 +139,7 @@ func (s *Stack) destroyLoadBalancers(ctx context.Context) error {
 		}
 		for _, lb := range out.LoadBalancers {
 			arns = append(arns, aws.ToString(lb.LoadBalancerArn))
+			names[aws.ToString(lb.LoadBalancerArn)] = aws.ToString(lb.LoadBalancerName)
 		}
 	}
 	mine, err := s.taggedELB(ctx, arns)
@@ -146,9 +148,9 @@ func (s *Stack) destroyLoadBalancers(ctx context.Context) error {
 	}
 	for _, arn := range mine {
 		if _, err := s.elb.DeleteLoadBalancer(ctx, &elb.DeleteLoadBalancerInput{LoadBalancerArn: &arn}); err != nil && !isCode(err, "LoadBalancerNotFound") {
-			return wrap("delete load balancer", arn, err)
+			return wrap("delete load balancer", names[arn], err)
 		}
-		s.logf("deleted load balancer %s", arn)
+		s.logf("deleted load balancer %q", names[arn])
 	}
 	if len(mine) > 0 {
 		err := elb.NewLoadBalancersDeletedWaiter(s.elb, func(o *elb.LoadBalancersDeletedWaiterOptions) {
@@ -167,6 +169,7 @@ func (s *Stack) destroyLoadBalancers(ctx context.Context) error {
 		}
 		for _, tg := range out.TargetGroups {
 			arns = append(arns, aws.ToString(tg.TargetGroupArn))
+			names[aws.ToString(tg.TargetGroupArn)] = aws.ToString(tg.TargetGroupName)
 		}
 	}
 	if mine, err = s.taggedELB(ctx, arns); err != nil {
@@ -178,9 +181,9 @@ func (s *Stack) destroyLoadBalancers(ctx context.Context) error {
 			return err
 		})
 		if err != nil && !isCode(err, "TargetGroupNotFound") {
-			return wrap("delete target group", arn, err)
+			return wrap("delete target group", names[arn], err)
 		}
-		s.logf("deleted target group %s", arn)
+		s.logf("deleted target group %q", names[arn])
 	}
 	return nil
 }
@@ -366,13 +369,13 @@ func (s *Stack) destroyNetwork(ctx context.Context) error {
 				continue
 			}
 			if _, err := c.DisassociateRouteTable(ctx, &ec2.DisassociateRouteTableInput{AssociationId: a.RouteTableAssociationId}); err != nil {
-				return wrap("disassociate route table", aws.ToString(rt.RouteTableId), err)
+				return wrap("disassociate route table", nameOf(rt.Tags, rt.RouteTableId), err)
 			}
 		}
 		if _, err := c.DeleteRouteTable(ctx, &ec2.DeleteRouteTableInput{RouteTableId: rt.RouteTableId}); err != nil {
-			return wrap("delete route table", aws.ToString(rt.RouteTableId), err)
+			return wrap("delete route table", nameOf(rt.Tags, rt.RouteTableId), err)
 		}
-		s.logf("deleted route table %s", aws.ToString(rt.RouteTableId))
+		s.logf("deleted route table %q", nameOf(rt.Tags, rt.RouteTableId))
 	}
 	for _, sn := range subnets.Subnets {
 		err := retryWhile(ctx, dependencyWait, inUse, func() error {
@@ -380,9 +383,9 @@ func (s *Stack) destroyNetwork(ctx context.Context) error {
 			return err
 		})
 		if err != nil && !isCode(err, "InvalidSubnetID.NotFound") {
-			return wrap("delete subnet", aws.ToString(sn.SubnetId), err)
+			return wrap("delete subnet", nameOf(sn.Tags, sn.SubnetId), err)
 		}
-		s.logf("deleted subnet %s", aws.ToString(sn.SubnetId))
+		s.logf("deleted subnet %q", nameOf(sn.Tags, sn.SubnetId))
 	}
 	igws, err := c.DescribeInternetGateways(ctx, &ec2.DescribeInternetGatewaysInput{Filters: s.byCluster()})
 	if err != nil {
@@ -395,13 +398,13 @@ func (s *Stack) destroyNetwork(ctx context.Context) error {
 				return err
 			})
 			if err != nil {
-				return wrap("detach internet gateway", aws.ToString(g.InternetGatewayId), err)
+				return wrap("detach internet gateway", nameOf(g.Tags, g.InternetGatewayId), err)
 			}
 		}
 		if _, err := c.DeleteInternetGateway(ctx, &ec2.DeleteInternetGatewayInput{InternetGatewayId: g.InternetGatewayId}); err != nil {
-			return wrap("delete internet gateway", aws.ToString(g.InternetGatewayId), err)
+			return wrap("delete internet gateway", nameOf(g.Tags, g.InternetGatewayId), err)
 		}
-		s.logf("deleted internet gateway %s", aws.ToString(g.InternetGatewayId))
+		s.logf("deleted internet gateway %q", nameOf(g.Tags, g.InternetGatewayId))
 	}
 	vpcs, err := c.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{Filters: s.byCluster()})
 	if err != nil {
@@ -414,10 +417,20 @@ func (s *Stack) destroyNetwork(ctx context.Context) error {
 			return err
 		})
 		if err != nil {
-			errs = append(errs, wrap("delete vpc", aws.ToString(v.VpcId), err))
+			errs = append(errs, wrap("delete vpc", nameOf(v.Tags, v.VpcId), err))
 			continue
 		}
-		s.logf("deleted vpc %s", aws.ToString(v.VpcId))
+		s.logf("deleted vpc %q", nameOf(v.Tags, v.VpcId))
 	}
 	return errors.Join(errs...)
+}
+
+// nameOf is a resource's Name tag, or its id when it has none.
+func nameOf(tags []types.Tag, id *string) string {
+	for _, t := range tags {
+		if aws.ToString(t.Key) == tagName {
+			return aws.ToString(t.Value)
+		}
+	}
+	return aws.ToString(id)
 }

@@ -21,6 +21,7 @@ type Error struct {
 	Err      error
 }
 
+// Error formats e as `<op> "<resource>": <code>: <message>`.
 func (e *Error) Error() string {
 	var ae smithy.APIError
 	if errors.As(e.Err, &ae) {
@@ -29,6 +30,7 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s %q: %v", e.Op, e.Resource, e.Err)
 }
 
+// Unwrap returns the SDK's error, for errors.As with smithy.APIError.
 func (e *Error) Unwrap() error { return e.Err }
 
 // wrap names op and resource in err; nil stays nil.

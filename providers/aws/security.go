@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"golang.org/x/sync/errgroup"
 )
 
 // Ports the nodes open to each other.
@@ -79,20 +80,28 @@ func (r *run) securityGroups(ctx context.Context) error {
 	}
 	nodeRules = append(nodeRules, rule{proto: "udp", from: portVXLAN, to: portVXLAN, group: nodesName})
 
-	lb, lbFound, err := r.securityGroup(ctx, lbName, "Corral "+sp.Cluster+": load balancers")
-	if err != nil {
+	// Both groups first (in parallel), then both rule sets (in parallel):
+	// the nodes' rules name both groups.
+	var lb, nodes types.SecurityGroup
+	var lbFound, nodesFound bool
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		lb, lbFound, err = r.securityGroup(gctx, lbName, "Corral "+sp.Cluster+": load balancers")
 		return err
-	}
-	nodes, nodesFound, err := r.securityGroup(ctx, nodesName, "Corral "+sp.Cluster+": nodes")
-	if err != nil {
+	})
+	g.Go(func() (err error) {
+		nodes, nodesFound, err = r.securityGroup(gctx, nodesName, "Corral "+sp.Cluster+": nodes")
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	r.lbSG, r.nodesSG = aws.ToString(lb.GroupId), aws.ToString(nodes.GroupId)
 	ids := map[string]string{r.lbSG: lbName, r.nodesSG: nodesName}
-	if err := r.rules(ctx, lb, lbName, lbFound, lbRules, ids); err != nil {
-		return err
-	}
-	return r.rules(ctx, nodes, nodesName, nodesFound, nodeRules, ids)
+	g, gctx = errgroup.WithContext(ctx)
+	g.Go(func() error { return r.rules(gctx, lb, lbName, lbFound, lbRules, ids) })
+	g.Go(func() error { return r.rules(gctx, nodes, nodesName, nodesFound, nodeRules, ids) })
+	return g.Wait()
 }
 
 // securityGroup finds the group name, or creates it (Apply); found says
@@ -142,7 +151,7 @@ func (r *run) rules(ctx context.Context, g types.SecurityGroup, name string, fou
 	res := fmt.Sprintf("security group %q", name)
 	switch {
 	case !found:
-		r.note(Create, res, fmt.Sprintf("%d rules", len(want)))
+		r.note(Create, res, plural(len(want), "ingress rule"))
 	case len(details) > 0:
 		r.note(Drift, res, joinDetails(details))
 	default:
@@ -215,4 +224,12 @@ func permissions(rules []rule, idOf map[string]string) []types.IpPermission {
 		out = append(out, p)
 	}
 	return out
+}
+
+// plural is "1 rule", "2 rules".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }

@@ -102,6 +102,9 @@ func (s *Spec) prepare() error {
 	if !clusterRE.MatchString(s.Cluster) || len(s.Cluster) > 28 {
 		return bad("cluster", "%q must be 2 to 28 lowercase letters, digits and hyphens, starting with a letter: it names the bucket, load balancers and roles", s.Cluster)
 	}
+	if strings.HasPrefix(s.Cluster, "xn--") || strings.HasPrefix(s.Cluster, "sthree-") {
+		return bad("cluster", "%q starts with a prefix S3 reserves, and the cluster name starts the bucket's name; choose another", s.Cluster)
+	}
 	if s.Region == "" {
 		return bad("region", `is empty; set it to an AWS region such as "us-west-2"`)
 	}
@@ -193,6 +196,8 @@ func (s *Spec) prepare() error {
 				return bad(lf("protocol"), `"HTTPS" needs a certificate, which the aws provider does not take yet; use "HTTP", or "TCP" and terminate TLS on the nodes`)
 			case lb.Protocol != "HTTP" && lb.Protocol != "TCP":
 				return bad(lf("protocol"), `must be "HTTP" or "TCP", got %q`, lb.Protocol)
+			case lb.Protocol == "HTTP" && len(s.Zones) < 2:
+				return bad(lf("protocol"), "an application load balancer (HTTP) needs subnets in at least two availability zones; list two zones, or use TCP")
 			case lb.Sticky && lb.Protocol == "TCP":
 				return bad(lf("sticky"), "stickiness is a load-balancer cookie, which TCP has not; remove sticky or use HTTP")
 			}

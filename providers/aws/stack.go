@@ -191,6 +191,7 @@ type Change struct {
 	Detail   string // one line: what differs, or "" for keep and create
 }
 
+// String is the change as Plan shows it: `update auto scaling group "demo-core": desired 3 → 4`.
 func (c Change) String() string {
 	if c.Detail == "" {
 		return fmt.Sprintf("%s %s", c.Action, c.Resource)
@@ -288,6 +289,7 @@ func (s *Stack) converge(ctx context.Context, apply bool) (*run, error) {
 	g.Go(func() error { return r.bucket(gctx) })
 	g.Go(func() error { return r.logGroup(gctx) })
 	g.Go(func() error { return r.resolveImages(gctx) })
+	g.Go(func() error { return r.keyPair(gctx) })
 	g.Go(func() error {
 		if err := r.network(gctx); err != nil {
 			return err

@@ -2,10 +2,13 @@ package aws
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,6 +24,8 @@ import (
 	elb "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/corral-dev/corral/internal/awsemu"
 	"github.com/corral-dev/corral/internal/syncbuf"
@@ -44,14 +49,39 @@ func env(t *testing.T) {
 // emu starts an emulator for the test and returns it with its URL.
 func emu(t *testing.T) (*awsemu.Emulator, string) {
 	t.Helper()
+	return emuWith(t, awsemu.Options{})
+}
+
+// emuWith starts an emulator with opts.
+func emuWith(t *testing.T, opts awsemu.Options) (*awsemu.Emulator, string) {
+	t.Helper()
 	env(t)
-	e := awsemu.New(awsemu.Options{})
+	e := awsemu.New(opts)
 	url, err := e.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
+	importKey(t, url)
 	return e, url
+}
+
+// importKey imports the test spec's key pair, demo-key, as a user would.
+func importKey(t *testing.T, url string) {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = newClients(url).ec2.ImportKeyPair(context.Background(), &ec2.ImportKeyPairInput{
+		KeyName: aws.String("demo-key"), PublicKeyMaterial: ssh.MarshalAuthorizedKey(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // testSpec is a two-group cluster: core with a sticky HTTP load balancer
@@ -329,8 +359,9 @@ func TestIdempotent(t *testing.T) {
 	e, url := emu(t)
 	ctx := context.Background()
 	s, _ := newStack(t, testSpec(url))
+	n := len(e.Calls())
 	plan := must[[]Change](t)(s.Plan(ctx))
-	if m := mutating(e, 0); len(m) != 0 {
+	if m := mutating(e, n); len(m) != 0 {
 		t.Fatalf("plan made mutating calls: %v", m)
 	}
 	for _, c := range plan {
@@ -342,7 +373,7 @@ func TestIdempotent(t *testing.T) {
 		t.Errorf("plan from nothing lists %d changes: %v", len(plan), plan)
 	}
 	first := must[Outputs](t)(s.Apply(ctx))
-	n := len(e.Calls())
+	n = len(e.Calls())
 	again := must[Outputs](t)(s.Apply(ctx))
 	if m := mutating(e, n); len(m) != 0 {
 		t.Errorf("second apply made %d mutating calls: %v", len(m), m)
@@ -533,6 +564,24 @@ func TestDestroy(t *testing.T) {
 	}
 }
 
+// TestDestroyWaitsForInstances: instances take a while to terminate, and
+// hold the security groups and subnets until they have; Destroy waits.
+func TestDestroyWaitsForInstances(t *testing.T) {
+	_, url := emuWith(t, awsemu.Options{StateDelay: 300 * time.Millisecond})
+	ctx := context.Background()
+	s, log := newStack(t, testSpec(url))
+	must[Outputs](t)(s.Apply(ctx))
+	if err := s.Destroy(ctx, true); err != nil {
+		t.Fatalf("destroy: %v\nlog:\n%s", err, log)
+	}
+	if !strings.Contains(log.String(), "waiting for 5 instances to terminate") {
+		t.Errorf("destroy did not wait for the instances:\n%s", log)
+	}
+	if left := remaining(t, s, newClients(url)); len(left) != 0 {
+		t.Errorf("left after destroy: %v", left)
+	}
+}
+
 // TestDestroyLeavesOthersAlone: another cluster's resources in the same
 // account survive.
 func TestDestroyLeavesOthersAlone(t *testing.T) {
@@ -693,6 +742,8 @@ func TestSpecErrorsNameTheField(t *testing.T) {
 		{func(s *Spec) { s.Groups[0].LoadBalancers[0].Protocol = "HTTPS" }, `load_balancer "web".protocol`},
 		{func(s *Spec) { s.Groups[0].LoadBalancers[0].Name = "a-very-long-load-balancer-name" }, `load_balancer "a-very-long-load-balancer-name".name`},
 		{func(s *Spec) { s.LogRetentionDays = 8 }, "log_group.retention_days"},
+		{func(s *Spec) { s.Zones, s.Subnets = s.Zones[:1], nil }, "needs subnets in at least two availability zones"},
+		{func(s *Spec) { s.Cluster = "xn--demo" }, "prefix S3 reserves"},
 	} {
 		spec := testSpec("http://127.0.0.1:1")
 		tc.edit(&spec)
@@ -716,5 +767,37 @@ func TestArchitecture(t *testing.T) {
 		if got := architecture(typ); got != want {
 			t.Errorf("architecture(%s) = %s, want %s", typ, got, want)
 		}
+	}
+}
+
+// TestSharedConfigProfile: Spec.Profile selects the shared config profile,
+// its credentials and its endpoint_url.
+func TestSharedConfigProfile(t *testing.T) {
+	e, url := emu(t)
+	dir := t.TempDir()
+	cfg, creds := filepath.Join(dir, "config"), filepath.Join(dir, "credentials")
+	if err := os.WriteFile(cfg, []byte("[profile work]\nregion = eu-west-1\nendpoint_url = "+url+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(creds, []byte("[work]\naws_access_key_id = AKIDWORK\naws_secret_access_key = worksecret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_CONFIG_FILE", cfg)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", creds)
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	spec := testSpec("")
+	spec.Profile = "work"
+	s, _ := newStack(t, spec)
+	n := len(e.Calls())
+	if _, err := s.Plan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.Calls()) == n {
+		t.Error("no call reached the emulator through the profile's endpoint_url")
+	}
+	spec.Profile = "nosuch"
+	if _, err := New(context.Background(), spec, Options{}); err == nil || !strings.Contains(err.Error(), `profile "nosuch"`) {
+		t.Errorf("unknown profile: %v", err)
 	}
 }

@@ -13,12 +13,15 @@ import (
 type Network struct {
 	CIDR      netip.Prefix
 	SubnetLen int
-	Backend   string // vxlan, host-gw or udp
+	Backend   string // vxlan, host-gw, udp, or aws-vpc with provider "aws"
 	VNI       int    // vxlan only; 0 = default (1)
 	Port      int    // vxlan and udp; 0 = the backend's default
 	Bridge    string // the bridge on each machine that holds its subnet's first address
 	IPMasq    bool   // masquerade traffic that leaves the overlay
 	DeclRange hcl.Range
+	// backendRange locates the backend attribute when it is "aws-vpc",
+	// for the check against the provider.
+	backendRange *hcl.Range
 }
 
 // Defaults of the network block.
@@ -83,10 +86,10 @@ func decodeNetwork(block *hcl.Block, ctx *hcl.EvalContext) (*Network, hcl.Diagno
 	if attr != nil {
 		switch n.Backend {
 		case "vxlan", "host-gw", "udp":
-		case "aws-vpc":
-			diags = append(diags, attrError(attr, "Unsupported backend", `backend "aws-vpc" needs the aws provider, which is not available yet in this version.`))
+		case "aws-vpc": // checked against the provider in checkOverlap
+			n.backendRange = attr.Expr.Range().Ptr()
 		default:
-			diags = append(diags, attrError(attr, "Unsupported backend", fmt.Sprintf("backend %q is not one of vxlan, host-gw, udp.", n.Backend)))
+			diags = append(diags, attrError(attr, "Unsupported backend", fmt.Sprintf("backend %q is not one of vxlan, host-gw, udp, aws-vpc.", n.Backend)))
 		}
 	}
 	for _, f := range []struct {
@@ -111,8 +114,12 @@ func decodeNetwork(block *hcl.Block, ctx *hcl.EvalContext) (*Network, hcl.Diagno
 }
 
 // checkOverlap refuses an overlay that overlaps the machines' own network:
-// routes for the overlay would capture the underlay's traffic.
+// routes for the overlay would capture the underlay's traffic. It also
+// checks the backend against the provider (checkAWSVPC).
 func (n *Network) checkOverlap(p *Provider) hcl.Diagnostics {
+	if d := n.checkAWSVPC(p); d != nil {
+		return d
+	}
 	if p.Local == nil || !p.Local.CIDR.IsValid() || !n.CIDR.IsValid() || !n.CIDR.Overlaps(p.Local.CIDR) {
 		return nil
 	}
@@ -122,4 +129,23 @@ func (n *Network) checkOverlap(p *Provider) hcl.Diagnostics {
 		Detail:   fmt.Sprintf("The network cidr %s overlaps the local provider's cidr %s; the overlay needs a range of its own.", n.CIDR, p.Local.CIDR),
 		Subject:  n.DeclRange.Ptr(),
 	}}
+}
+
+// checkAWSVPC allows backend "aws-vpc" (routes in the VPC route table, as
+// flannel's aws-vpc) only with provider "aws" whose overlay = "aws-vpc",
+// which gives the nodes' role the route-table permissions it needs.
+func (n *Network) checkAWSVPC(p *Provider) hcl.Diagnostics {
+	if n.Backend != "aws-vpc" || n.backendRange == nil || p.Type == "" {
+		return nil
+	}
+	bad := func(detail string) hcl.Diagnostics {
+		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Unsupported backend", Detail: detail, Subject: n.backendRange}}
+	}
+	switch {
+	case p.Type != "aws":
+		return bad(fmt.Sprintf(`backend "aws-vpc" routes the overlay through an AWS VPC route table, so it needs provider "aws"; this file's provider is %q: use backend "vxlan" (or "host-gw" when all machines share one L2 segment).`, p.Type))
+	case p.AWS != nil && p.AWS.Overlay != "aws-vpc":
+		return bad(fmt.Sprintf(`backend "aws-vpc" needs overlay = "aws-vpc" in provider "aws" (it gives the nodes' role the route-table permissions), but the provider's overlay is %q: set overlay = "aws-vpc" there, or use backend "vxlan".`, p.AWS.Overlay))
+	}
+	return nil
 }

@@ -48,6 +48,9 @@ type Node struct {
 	// MAC is a bare-metal node's machine (pxe): from its machine block,
 	// or the first machine of the group's mac_range that booted.
 	MAC string `json:"mac,omitempty"`
+	// Instance is an aws node's EC2 instance: the one of its group tagged
+	// corral:node=<name>.
+	Instance string `json:"instance,omitempty"`
 	// Installed is when a bare-metal node installed itself to disk; it
 	// boots from the disk from then on (`provision reprovision` clears it).
 	Installed *time.Time `json:"installed,omitempty"`
