@@ -242,19 +242,14 @@ func listUnitFilesCommand(conn *connection) *cobra.Command {
 				if u.File.Hash == "" {
 					continue
 				}
-				state, tgt := unitstore.Inactive, "-"
-				for m, units := range snap.Assigned {
-					if _, ok := units[name]; ok {
-						state, tgt = unitstore.Loaded, target(m, ms)
-						if u.Running(m) {
-							state = unitstore.Launched
-						}
-					}
+				fs, tgt := snap.FileState(name), "-"
+				switch {
+				case fs.Machine != "":
+					tgt = target(fs.Machine, ms)
+				case fs.Unscheduled != "":
+					tgt = "unscheduled: " + fs.Unscheduled
 				}
-				if u.Placement != nil && u.Placement.Reason != "" {
-					tgt = "unscheduled: " + u.Placement.Reason
-				}
-				fmt.Fprintf(tw, "%s\t%.7s\t%s\t%s\t%s\n", name, u.File.Hash, cmpOr(u.Desired, unitstore.Inactive), state, tgt)
+				fmt.Fprintf(tw, "%s\t%.7s\t%s\t%s\t%s\n", name, u.File.Hash, cmpOr(u.Desired, unitstore.Inactive), fs.State, tgt)
 			}
 			return tw.Flush()
 		}),

@@ -243,6 +243,20 @@ func (a *apply) runNoWait(ctx context.Context, pl *plan.Plan) error {
 	return nil
 }
 
+// machineNamer is a target whose nodes register their machines under
+// another name than the node's.
+type machineNamer interface {
+	machineName(node string) string
+}
+
+// machineNameOf is the name node's machine registers under on t.
+func machineNameOf(t target, node string) string {
+	if mn, ok := t.(machineNamer); ok {
+		return mn.machineName(node)
+	}
+	return node
+}
+
 // outputWriter is a target with outputs to show after up (aws: load
 // balancers, bucket, nodes' instances).
 type outputWriter interface {
@@ -369,14 +383,20 @@ func (a *apply) waitJoined(ctx context.Context, names []string, show map[string]
 		}
 	}()
 	seen := map[string]bool{}
+	// A provider may register a node's machine under another name (aws:
+	// its instance id, all that an instance of a group knows at boot).
+	nodeOf := map[string]string{}
+	for n := range waiting {
+		nodeOf[machineNameOf(a.t, n)] = n
+	}
 	cli, err := a.client(ctx)
 	if err == nil {
 		_, err = registry.WaitFor(ctx, cli, func(ms []registry.Machine) bool {
 			for _, m := range ms {
-				if waiting[m.Name] && !seen[m.Name] {
-					seen[m.Name] = true
-					if show[m.Name] {
-						a.show.Set("node "+m.Name, "joined", fmt.Sprintf("machine %.8s…", m.ID))
+				if n, ok := nodeOf[m.Name]; ok && !seen[n] {
+					seen[n] = true
+					if show[n] {
+						a.show.Set("node "+n, "joined", fmt.Sprintf("machine %.8s…", m.ID))
 					}
 				}
 			}

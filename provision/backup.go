@@ -201,8 +201,9 @@ type restoreSource struct {
 // heartbeats, elections, locks) are revoked when the first member starts;
 // units of machines that do not come back are rescheduled by the engine
 // after its grace period, and their overlay subnets are released once
-// every node has joined. The snapshot must be a file on this host, and the
-// provider local (whose first member runs here and can read it).
+// every node has joined. The snapshot is a file on this host or an s3://
+// URL (downloaded first); the provider must be local, whose first member
+// runs here and can read the file.
 func Restore(ctx context.Context, opts RestoreOptions) error {
 	c, err := open(opts.Options)
 	if err != nil {
@@ -215,7 +216,7 @@ func Restore(ctx context.Context, opts RestoreOptions) error {
 	if c.cfg.Provider.Type != "local" {
 		return fmt.Errorf("restore: provider %q: the first member must read the snapshot from a file, which only provider local can give it so far; restore into a local cluster, or copy the data with etcdctl", c.cfg.Provider.Type)
 	}
-	abs, err := filepath.Abs(opts.From)
+	abs, err := c.snapshotFile(ctx, opts.From)
 	if err != nil {
 		return err
 	}
@@ -243,6 +244,24 @@ func Restore(ctx context.Context, opts RestoreOptions) error {
 		return err
 	}
 	return c.releaseStaleSubnets(ctx)
+}
+
+// snapshotFile is from as a local file: an s3:// URL (as `provision
+// backup` prints it) is downloaded into the cluster's state directory
+// first, where it stays beside the state the restore makes.
+func (c *cluster) snapshotFile(ctx context.Context, from string) (string, error) {
+	if !strings.HasPrefix(from, "s3://") {
+		return filepath.Abs(from)
+	}
+	if err := os.MkdirAll(c.dir.Path, 0o700); err != nil {
+		return "", err
+	}
+	region := ""
+	if c.cfg.Backup != nil {
+		region = c.cfg.Backup.Region
+	}
+	fmt.Fprintf(c.opts.Out, "downloading %s\n", from)
+	return backup.Fetch(ctx, from, region, c.dir.Path)
 }
 
 // adoptUnits records, in a new state, the file's services whose units the
@@ -382,12 +401,13 @@ func restoreCommand(opts func(*cobra.Command, []string) Options) *cobra.Command 
 	cmd := &cobra.Command{
 		Use:   "restore FILE --from SNAPSHOT",
 		Short: "Build the cluster in FILE anew from an etcd snapshot",
-		Long: `restore builds the cluster described in FILE, as up does, but its etcd starts
-from SNAPSHOT: every key comes back, and the units, machines' subnets and
-settings with it, in a new etcd cluster (new CA, token, cluster id and
-members). The cluster must not exist: run down first. Nodes take back the
-machine ids the snapshot had for their names, so their units start on them
-again; units of nodes that are gone are rescheduled. Provider local only.`,
+		Long: `restore builds the cluster described in FILE, as up does, but its etcd
+starts from SNAPSHOT (a file, or the s3:// URL backup printed): every key
+comes back, and the units, machines' subnets and settings with it, in a new
+etcd cluster (new CA, token, cluster id and members). The cluster must not
+exist: run down first. Nodes take back the machine ids the snapshot had for
+their names, so their units start on them again; units of nodes that are
+gone are rescheduled. Provider local only.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.From == "" {
@@ -397,7 +417,7 @@ again; units of nodes that are gone are rescheduled. Provider local only.`,
 			return Restore(cmd.Context(), o)
 		},
 	}
-	cmd.Flags().StringVar(&o.From, "from", "", "the etcd snapshot `FILE` to restore")
+	cmd.Flags().StringVar(&o.From, "from", "", "the etcd `SNAPSHOT` to restore: a file, or an s3://bucket/key URL")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 2*time.Minute, "how long to wait for each step, as up")
 	o.AutoApprove = true // a new cluster: nothing to delete or replace
 	return cmd

@@ -59,7 +59,7 @@ func Status(ctx context.Context, opts Options) error {
 	fmt.Fprintln(tw, "NODE\tIP\tROLE\tPROCESS\tMACHINE\tETCD")
 	for _, n := range c.state.Nodes {
 		mid := "-"
-		if m, ok := machines[n.Name]; ok {
+		if m, ok := machines[machineNameOf(p, n.Name)]; ok {
 			mid = m.ID[:8] + "…"
 		}
 		h := health[n.Name]

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
@@ -22,6 +23,7 @@ import (
 	"github.com/corral-dev/corral/bootstrap/awsnode"
 	"github.com/corral-dev/corral/providers"
 	"github.com/corral-dev/corral/providers/aws"
+	"github.com/corral-dev/corral/providers/ssh"
 	"github.com/corral-dev/corral/provision/config"
 	"github.com/corral-dev/corral/provision/state"
 )
@@ -78,8 +80,13 @@ var awsLiveStates = []string{"pending", "running", "stopping", "stopped"}
 
 func (c *cluster) awsTarget(ctx context.Context) (*awsTarget, error) {
 	cfg := c.cfg.Provider.AWS
+	for _, g := range c.cfg.NodeGroups {
+		if err := checkAWSUserdata(g); err != nil {
+			return nil, err
+		}
+	}
 	profile := cmp.Or(c.opts.Profile, cfg.Profile)
-	sdk, err := newAWSSDK(ctx, cfg.Region, profile, cfg.Endpoint)
+	sdk, err := newAWSSDK(ctx, cfg.Region, profile, cfg.Endpoint, awsStackOptions)
 	if err != nil {
 		return nil, err
 	}
@@ -122,10 +129,11 @@ func (t *awsTarget) bucket(ctx context.Context) (string, error) {
 }
 
 // spec maps the file to the Stack's Spec. A group's desired capacity is
-// the file's, or the number of its nodes in the state if more: nodes the
-// file no longer wants go one by one through Terminate (with decrement),
-// never by Auto Scaling choosing whom to terminate. With userData, each
-// group's boot config is rendered and checked against EC2's limit.
+// the file's, or if more, the number of its nodes in the state or of its
+// instances live: nodes the file no longer wants, and instances no node
+// has, go one by one through Terminate (with decrement), never by Auto
+// Scaling choosing whom to terminate. With userData, each group's boot
+// config is rendered and checked against EC2's limit.
 func (t *awsTarget) spec(ctx context.Context, userData bool) (aws.Spec, error) {
 	c, p := t.c, t.cfg
 	s := aws.Spec{
@@ -138,6 +146,16 @@ func (t *awsTarget) spec(ctx context.Context, userData bool) (aws.Spec, error) {
 	}
 	if l := c.cfg.LogGroup; l != nil {
 		s.LogRetentionDays = l.RetentionDays
+	}
+	live := map[string]int{}
+	if userData {
+		list, err := t.instances(ctx)
+		if err != nil {
+			return s, err
+		}
+		for _, i := range list {
+			live[i.group]++
+		}
 	}
 	var bucket string
 	if userData {
@@ -154,7 +172,7 @@ func (t *awsTarget) spec(ctx context.Context, userData bool) (aws.Spec, error) {
 				recorded++
 			}
 		}
-		desired := max(g.DesiredCapacity, recorded)
+		desired := max(g.DesiredCapacity, recorded, live[g.Name])
 		maxSize := g.MaxSize
 		if maxSize < 0 { // no max_size: the group grows as the file asks
 			maxSize = desired
@@ -262,6 +280,7 @@ func (t *awsTarget) uploadBootstrap(ctx context.Context) error {
 type awsInstance struct {
 	id, group, node, state, zone string
 	ip                           netip.Addr
+	public                       string // its public IPv4 address, if any
 	launched                     time.Time
 }
 
@@ -297,6 +316,7 @@ func (t *awsTarget) instances(ctx context.Context, filters ...ec2types.Filter) (
 					ai.zone = awssdk.ToString(i.Placement.AvailabilityZone)
 				}
 				ai.ip, _ = netip.ParseAddr(awssdk.ToString(i.PrivateIpAddress))
+				ai.public = awssdk.ToString(i.PublicIpAddress)
 				for _, tag := range i.Tags {
 					switch awssdk.ToString(tag.Key) {
 					case tagGroup:
@@ -570,4 +590,39 @@ func (t *awsTarget) writeInfraPlan(ctx context.Context, w io.Writer, verbose boo
 	fmt.Fprintf(w, "Infrastructure: %d to create, %d to update, %d drifted, %d unchanged.\n",
 		count[aws.Create], count[aws.Update], count[aws.Drift], count[aws.Keep])
 	return len(changes) > count[aws.Keep], nil
+}
+
+// machineName is the name the node's clusterd registers its machine
+// under: its instance id (see awsnode.Identity), as Launch recorded it.
+func (t *awsTarget) machineName(node string) string {
+	t.c.keysMu.Lock()
+	defer t.c.keysMu.Unlock()
+	if n := t.c.state.Node(node); n != nil && n.Instance != "" {
+		return n.Instance
+	}
+	return node
+}
+
+var _ providers.Sheller = (*awsTarget)(nil)
+
+// Shell reaches a node over SSH at its instance's public address (its
+// private one when it has none), as user core with the agent's keys (the
+// cluster's ssh_authorized_keys, or the provider's key_pair); host keys
+// are trusted on first use and recorded. The provider's allow_ssh_from
+// must let this host in.
+func (t *awsTarget) Shell(ctx context.Context, node, command string, in io.Reader, out, errOut io.Writer) (int, error) {
+	list, err := t.instances(ctx, byTag(tagNode, node))
+	if err != nil {
+		return 0, err
+	}
+	if len(list) == 0 {
+		return 0, fmt.Errorf("aws: node %s has no instance (none is tagged %s=%s); run provision up", node, tagNode, node)
+	}
+	addr := cmp.Or(list[0].public, list[0].ip.String())
+	p := &ssh.Provider{Hosts: map[string]string{node: addr}, HostKeys: maps.Clone(t.c.state.HostKeys), OnNewHostKey: t.c.recordHostKey}
+	code, err := p.Shell(ctx, node, command, in, out, errOut)
+	if err != nil && errors.Is(err, syscall.ETIMEDOUT) {
+		err = fmt.Errorf("%w (does the aws provider's allow_ssh_from include this host's address?)", err)
+	}
+	return code, err
 }

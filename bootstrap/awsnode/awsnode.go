@@ -266,8 +266,8 @@ func (n *node) fetchCA(ctx context.Context, tok pki.Token) (pki.Files, error) {
 // Save writes id to path (mode 0600: it holds the join token), so that a
 // restarted clusterd starts as the same node without discovering again.
 func (id Identity) Save(path string) error {
-	b, err := json.MarshalIndent(savedIdentity{id.Name, id.IP.String(), id.Zone, id.Region, id.Mode, id.Servers,
-		id.Token.String(), id.CAFiles.CA, id.CAFiles.Key, id.Slot}, "", "  ")
+	b, err := json.MarshalIndent(savedIdentity{Name: id.Name, IP: id.IP.String(), Zone: id.Zone, Region: id.Region,
+		Mode: id.Mode, Servers: id.Servers, Token: id.Token.String(), CACert: id.CAFiles.CA, CAKey: id.CAFiles.Key, Slot: id.Slot}, "", "  ")
 	if err != nil {
 		return err
 	}

@@ -224,18 +224,16 @@ func TestS3Destination(t *testing.T) {
 	if !slices.Equal(names, want) {
 		t.Errorf("bucket holds %v, want %v", names, want)
 	}
-	// What was uploaded is the snapshot, byte for byte.
-	key := strings.TrimPrefix(locs[2], "s3://"+dest.Bucket+"/")
-	obj, err := dest.Client.GetObject(ctx, &s3.GetObjectInput{Bucket: &dest.Bucket, Key: &key})
+	// What was uploaded is the snapshot: it downloads and verifies.
+	got, err := Fetch(ctx, locs[2], "", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(t.TempDir(), "got.db")
-	f, _ := os.Create(p)
-	f.ReadFrom(obj.Body)
-	f.Close()
-	if _, err := Verify(p); err != nil {
-		t.Errorf("the uploaded snapshot does not verify: %v", err)
+	if v, err := Verify(got); err != nil || v.SHA256 != rec.SHA256 {
+		t.Errorf("the downloaded snapshot: %+v, %v; want sha256 %s", v, err, rec.SHA256)
+	}
+	if _, err := Fetch(ctx, "s3://"+dest.Bucket+"/backups/prod/missing.db", "", t.TempDir()); err == nil || !strings.Contains(err.Error(), "missing.db") {
+		t.Errorf("fetching a missing snapshot: %v; want an error naming it", err)
 	}
 }
 

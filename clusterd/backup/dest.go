@@ -140,6 +140,7 @@ func (d DirDestination) Delete(_ context.Context, name string) error {
 	return os.Remove(filepath.Join(string(d), name))
 }
 
+// String is the destination as a backup block names it.
 func (d DirDestination) String() string { return Dir + ":" + string(d) }
 
 // S3Destination keeps snapshots as objects under a prefix of a bucket.
@@ -198,4 +199,37 @@ func (d *S3Destination) Delete(ctx context.Context, name string) error {
 	return nil
 }
 
+// String is the bucket and prefix as an s3:// URL.
 func (d *S3Destination) String() string { return "s3://" + d.Bucket + "/" + d.Prefix }
+
+// Fetch downloads the snapshot at an s3://bucket/key URL (as Put returns
+// it) into a new file in dir, and returns the file's path. The client
+// comes from the same chain as Open's; region may be empty.
+func Fetch(ctx context.Context, url, region, dir string) (string, error) {
+	bucket, key, _ := strings.Cut(strings.TrimPrefix(url, "s3://"), "/")
+	if !strings.HasPrefix(url, "s3://") || bucket == "" || key == "" {
+		return "", fmt.Errorf("backup: %q is not an s3://bucket/key URL", url)
+	}
+	d, err := Open(ctx, Settings{Destination: "s3://" + bucket, Region: region})
+	if err != nil {
+		return "", err
+	}
+	obj, err := d.(*S3Destination).Client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
+	if err != nil {
+		return "", fmt.Errorf("backup: downloading %s: %w", url, err)
+	}
+	defer obj.Body.Close()
+	f, err := os.CreateTemp(dir, ".corral-fetched-*.db")
+	if err != nil {
+		return "", fmt.Errorf("backup: %w", err)
+	}
+	_, err = f.ReadFrom(obj.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("backup: downloading %s: %w", url, err)
+	}
+	return f.Name(), nil
+}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/corral-dev/corral/bootstrap/awsnode/awsnodetest"
 	"github.com/corral-dev/corral/clusterd/store"
 	"github.com/spf13/cobra"
@@ -41,7 +43,19 @@ func TestAWSBootstrapFormsAOneNodeCluster(t *testing.T) {
 		t.Errorf("started as %s %s mode %s member %v; want %s %s init member", n.cfg.Name, n.cfg.IP, n.cfg.Mode, n.Store.IsMember(), in.ID, in.IP)
 	}
 	if n.cfg.Overlay.AWSVPC == nil || n.cfg.Overlay.AWSVPC.InstanceID != in.ID {
-		t.Errorf("the aws-vpc backend is not configured for %s: %+v", in.ID, n.cfg.Overlay.AWSVPC)
+		t.Fatalf("the aws-vpc backend is not configured for %s: %+v", in.ID, n.cfg.Overlay.AWSVPC)
+	}
+	// What the aws-vpc backend runs first: the instance's source/destination
+	// check goes off.
+	if err := n.cfg.Overlay.AWSVPC.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	attr, err := c.EC2.DescribeInstanceAttribute(context.Background(), &ec2.DescribeInstanceAttributeInput{InstanceId: &in.ID, Attribute: "sourceDestCheck"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if aws.ToBool(attr.SourceDestCheck.Value) {
+		t.Error("the aws-vpc backend's Prepare left the source/destination check on")
 	}
 	resp, err := n.Store.Client.MemberList(context.Background())
 	if err != nil {

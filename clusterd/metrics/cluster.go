@@ -117,25 +117,16 @@ func Read(ctx context.Context, cli *clientv3.Client) (*Cluster, error) {
 	return c, nil
 }
 
-// UnitState is a submitted unit's STATE as list-unit-files shows it:
-// launched when it runs on a machine it is assigned to, loaded when it is
-// assigned, inactive when not, and unscheduled when the engine could place
-// it nowhere.
+// UnitState is a submitted unit's state label in corral_units: its STATE
+// as clusterctl list-unit-files shows it (unitstore's FileState, the one
+// computation both use), or Unscheduled when that shows it inactive with
+// "unscheduled: why" as its target.
 func UnitState(snap *unitstore.Snapshot, name string) string {
-	u := snap.Units[name]
-	state := unitstore.Inactive
-	for m, units := range snap.Assigned {
-		if _, ok := units[name]; ok {
-			if u != nil && u.Running(m) {
-				return unitstore.Launched
-			}
-			state = unitstore.Loaded
-		}
-	}
-	if state == unitstore.Inactive && u != nil && u.Placement != nil && u.Placement.Reason != "" {
+	fs := snap.FileState(name)
+	if fs.Unscheduled != "" {
 		return Unscheduled
 	}
-	return state
+	return fs.State
 }
 
 // UnitActive sums up a unit's ACTIVE column in list-units: NoState when no

@@ -1,7 +1,8 @@
 // Package scheduler is the cluster's engine, as fleet's was: one clusterd,
 // elected through etcd, places every unit on a machine that satisfies its
 // [X-Fleet] constraints, and moves the units of a machine that has been gone
-// for longer than a grace period. Each decision is written under the target
+// for longer than a grace period, or at once when it was removed for good
+// (a membership tombstone). Each decision is written under the target
 // machine's own key prefix (one decision wakes one agent) and carries the
 // revision it was made at; the writes are guarded by the engine's election
 // key, so a deposed engine can't overwrite its successor.
@@ -14,6 +15,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/corral-dev/corral/clusterd/membership"
 	"github.com/corral-dev/corral/clusterd/registry"
 	"github.com/corral-dev/corral/clusterd/unitstore"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -178,7 +180,8 @@ func wait(ctx context.Context, changes clientv3.WatchChan, timer <-chan time.Tim
 func relevant(events []*clientv3.Event) bool {
 	for _, ev := range events {
 		k := string(ev.Kv.Key)
-		if hasPrefix(k, registry.Prefix) || hasPrefix(k, unitstore.FilesPrefix) || hasPrefix(k, unitstore.DesiredPrefix) {
+		if hasPrefix(k, registry.Prefix) || hasPrefix(k, unitstore.FilesPrefix) || hasPrefix(k, unitstore.DesiredPrefix) ||
+			hasPrefix(k, membership.RemovedPrefix) {
 			return true
 		}
 	}
@@ -195,13 +198,25 @@ func (s *scheduler) reconcile(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	machines, _, err := registry.List(ctx, s.client)
+	all, _, err := registry.List(ctx, s.client)
+	if err != nil {
+		return 0, err
+	}
+	removed, err := tombstoned(ctx, s.client)
 	if err != nil {
 		return 0, err
 	}
 	now := time.Now()
 	live := map[string]bool{}
-	for _, m := range machines {
+	var machines []registry.Machine
+	for _, m := range all {
+		// A removed machine may stay registered for a while (its
+		// clusterd stopping, its etcd member being removed): it is
+		// never a choice.
+		if removed[m.ID] {
+			continue
+		}
+		machines = append(machines, m)
 		live[m.ID] = true
 		delete(s.lost, m.ID)
 	}
@@ -209,6 +224,13 @@ func (s *scheduler) reconcile(ctx context.Context) (time.Duration, error) {
 	dead := map[string]bool{} // machines whose units may move now
 	for m := range snap.Assigned {
 		if live[m] {
+			continue
+		}
+		if removed[m] {
+			// Removed for good: nothing to wait for.
+			s.log.Info("machine removed; its units move now", "machine", m)
+			delete(s.lost, m)
+			dead[m] = true
 			continue
 		}
 		since, ok := s.lost[m]
@@ -232,6 +254,21 @@ func (s *scheduler) reconcile(ctx context.Context) (time.Duration, error) {
 	}
 	s.track.written(time.Now())
 	return next, nil
+}
+
+// tombstoned reads the ids of the machines removed for good
+// (clusterctl machine remove, provision scaling in): their tombstones'
+// keys, under membership.RemovedPrefix.
+func tombstoned(ctx context.Context, c *clientv3.Client) (map[string]bool, error) {
+	resp, err := c.Get(ctx, membership.RemovedPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out[string(kv.Key[len(membership.RemovedPrefix):])] = true
+	}
+	return out, nil
 }
 
 // Limits of one write transaction: etcd's default --max-txn-ops, and well

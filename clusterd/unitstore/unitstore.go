@@ -207,6 +207,48 @@ func (u *Unit) Running(machine string) bool {
 	return false
 }
 
+// FileState is a submitted unit's STATE and TARGET as clusterctl
+// list-unit-files shows them. clusterctl and clusterd's /metrics both take
+// it from Snapshot.FileState, so the table and the metrics can never count
+// a unit differently.
+type FileState struct {
+	// State is launched when the unit runs on a machine it is assigned
+	// to, loaded when it is assigned, else inactive.
+	State string
+	// Machine is the machine State refers to: "" when inactive.
+	Machine string
+	// Unscheduled is the engine's reason when the unit is inactive
+	// because it fits nowhere, else "".
+	Unscheduled string
+}
+
+// FileState computes the named unit's FileState. A unit assigned to several
+// machines (a Global unit) counts as launched when any copy runs; Machine
+// is then the first such machine in id order, so output does not depend on
+// map order.
+func (s *Snapshot) FileState(name string) FileState {
+	u := s.Units[name]
+	fs := FileState{State: Inactive}
+	for _, m := range slices.Sorted(maps.Keys(s.Assigned)) {
+		if _, ok := s.Assigned[m][name]; !ok {
+			continue
+		}
+		if u != nil && u.Running(m) {
+			return FileState{State: Launched, Machine: m}
+		}
+		if fs.State == Inactive {
+			fs = FileState{State: Loaded, Machine: m}
+		}
+	}
+	// A reason next to an assignment is a moment stale (the engine's
+	// write that withdraws the assignment is on its way): the assignment
+	// is what holds now.
+	if fs.State == Inactive && u != nil && u.Placement != nil {
+		fs.Unscheduled = u.Placement.Reason
+	}
+	return fs
+}
+
 // Reached reports whether u is in the desired state: for loaded and
 // launched, also the machine it is in that state on ("" for inactive).
 func (s *Snapshot) Reached(u *Unit, desired string) (machine string, ok bool) {

@@ -16,6 +16,7 @@ import (
 	"github.com/corral-dev/corral/bootstrap/netboot"
 	"github.com/corral-dev/corral/clusterctl"
 	"github.com/corral-dev/corral/clusterd/daemon"
+	"github.com/corral-dev/corral/internal/awsboot/guest"
 	"github.com/corral-dev/corral/provision"
 	"github.com/spf13/cobra"
 )
@@ -36,6 +37,8 @@ func run(name string, args []string) int {
 		return clusterctl.Main(ctx, args)
 	case "init":
 		return netboot.Main()
+	case guest.Arg0: // an emulated EC2 instance's boot program (internal/awsboot)
+		return guest.Main(args)
 	}
 	root := provision.Command()
 	root.Version = version

@@ -183,3 +183,34 @@ func TestMissingKeyPair(t *testing.T) {
 		t.Errorf("plan with a missing key pair: %v", err)
 	}
 }
+
+// TestDeployHookPortRule: the nodes open the deploy hook's port, as the
+// file sets it, to the load balancers; without a deploy_hook block, no
+// rule names it.
+func TestDeployHookPortRule(t *testing.T) {
+	for _, port := range []int{8443, 0} {
+		_, endpoint := emu(t)
+		spec := testSpec(endpoint)
+		spec.DeployHookPort = port
+		s, _ := newStack(t, spec)
+		must[Outputs](t)(s.Apply(context.Background()))
+		sgs := must[*ec2.DescribeSecurityGroupsOutput](t)(newClients(endpoint).ec2.DescribeSecurityGroups(context.Background(),
+			&ec2.DescribeSecurityGroupsInput{Filters: s.byName("demo-nodes")}))
+		lbs := must[*ec2.DescribeSecurityGroupsOutput](t)(newClients(endpoint).ec2.DescribeSecurityGroups(context.Background(),
+			&ec2.DescribeSecurityGroupsInput{Filters: s.byName("demo-lb")}))
+		ids := map[string]string{aws.ToString(lbs.SecurityGroups[0].GroupId): "demo-lb"}
+		var hook []string
+		for _, r := range flatten(sgs.SecurityGroups[0].IpPermissions, ids) {
+			if r.from == 8443 || r.from == 9443 {
+				hook = append(hook, r.String())
+			}
+		}
+		want := []string{"tcp 8443 from group demo-lb"}
+		if port == 0 {
+			want = nil
+		}
+		if !slices.Equal(hook, want) {
+			t.Errorf("deploy hook port %d: rules %v, want %v", port, hook, want)
+		}
+	}
+}

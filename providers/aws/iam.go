@@ -27,9 +27,17 @@ type statement struct {
 
 // nodePolicy is exactly what clusterd needs, scoped where IAM allows:
 // listing instances (peer discovery; Describe* cannot be scoped), the
-// cluster's bucket (etcd snapshots) and log group; with the aws-vpc overlay
-// also the routes of the cluster's route tables and the source/destination
-// check of the cluster's instances, both limited by the corral:cluster tag.
+// cluster's bucket and log group; with the aws-vpc overlay also the routes
+// of the cluster's route tables and the source/destination check of the
+// cluster's instances, both limited by the corral:cluster tag.
+//
+// In the bucket, nodes read and write their bootstrap material and voter
+// slots (bootstrap/awsnode) and etcd snapshots (clusterd/backup, under
+// backups/). Only backup pruning deletes, so DeleteObject is limited to
+// backups/. ListBucket serves backup's listing, and also makes a missing
+// key answer NoSuchKey rather than AccessDenied. The log shipper
+// (clusterd/logship) creates the group when it is missing, then its
+// streams.
 func (r *run) nodePolicy() string {
 	sp := &r.s.spec
 	bucket := "arn:aws:s3:::" + sp.bucketName(r.account)
@@ -39,7 +47,10 @@ func (r *run) nodePolicy() string {
 	st := []statement{
 		{Effect: "Allow", Action: []string{"ec2:DescribeInstances"}, Resource: []string{"*"}},
 		{Effect: "Allow", Action: []string{"s3:ListBucket"}, Resource: []string{bucket}},
-		{Effect: "Allow", Action: []string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, Resource: []string{bucket + "/*"}},
+		{Effect: "Allow", Action: []string{"s3:GetObject", "s3:PutObject"}, Resource: []string{bucket + "/*"}},
+		{Effect: "Allow", Action: []string{"s3:DeleteObject"}, Resource: []string{bucket + "/" + backupPrefix + "*"}},
+		// IAM names a log group either way, with and without ":*".
+		{Effect: "Allow", Action: []string{"logs:CreateLogGroup"}, Resource: []string{logs, logs + ":*"}},
 		{Effect: "Allow", Action: []string{"logs:CreateLogStream", "logs:PutLogEvents"}, Resource: []string{logs + ":*"}},
 	}
 	if sp.AWSVPC {

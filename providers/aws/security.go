@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/corral-dev/corral/clusterd/metrics"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -74,7 +75,15 @@ func (r *run) securityGroups(ctx context.Context) error {
 		// address and has no security group of its own: its health
 		// checks and the clients it forwards come from inside the VPC.
 		rule{proto: "tcp", from: portEtcdClient, to: portEtcdClient, cidr: sp.VPCCIDR.String()},
+		// clusterd's /metrics, for a Prometheus anywhere in the VPC.
+		rule{proto: "tcp", from: metrics.DefaultPort, to: metrics.DefaultPort, cidr: sp.VPCCIDR.String()},
 	)
+	if p := int32(sp.DeployHookPort); p != 0 {
+		// The all-traffic rule above lets the load balancers in already;
+		// the hook's own rule keeps its port open, and named in plan,
+		// should that rule ever be narrowed to the target ports.
+		nodeRules = append(nodeRules, rule{proto: "tcp", from: p, to: p, group: lbName})
+	}
 	for _, p := range []int32{portEtcdClient, portEtcdPeer, portClusterd} {
 		nodeRules = append(nodeRules, rule{proto: "tcp", from: p, to: p, group: nodesName})
 	}

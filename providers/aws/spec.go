@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/corral-dev/corral/clusterd/deployhook"
 )
 
 // Spec is the cluster's AWS infrastructure as provision wants it; provision
@@ -37,6 +39,11 @@ type Spec struct {
 	// then lets clusterd write routes in the VPC's route table and turn
 	// off their source/destination check.
 	AWSVPC bool
+	// DeployHookPort is the deploy_hook block's port
+	// (deployhook.DefaultPort unless the block sets one), which the nodes
+	// open to the load balancers; 0, without a deploy_hook block, opens
+	// nothing.
+	DeployHookPort int
 }
 
 // Group is one node group: an Auto Scaling group with its launch template.
@@ -134,6 +141,11 @@ func (s *Spec) prepare() error {
 			return bad(fmt.Sprintf("subnets[%d]", i), "%s is not inside vpc_cidr %s", n, s.VPCCIDR)
 		}
 	}
+	if s.DeployHookPort != 0 {
+		if err := deployhook.CheckPort(s.DeployHookPort); err != nil {
+			return bad("deploy_hook.port", "%v; leave it 0 without a deploy_hook block", err)
+		}
+	}
 	if s.BackupExpirationDays == 0 {
 		s.BackupExpirationDays = defaultBackupDays
 	}
@@ -225,6 +237,10 @@ func (s *Spec) subnetName(zone string) string { return s.name(zone) }
 func (s *Spec) bucketName(account string) string {
 	return strings.ToLower(s.Cluster + "-" + account + "-" + s.Region)
 }
+
+// backupPrefix is where clusterd/backup keeps snapshots in the cluster's
+// bucket (destination "s3": backups/<cluster>/).
+const backupPrefix = "backups/"
 
 // logGroup is the CloudWatch Logs group of the cluster.
 func (s *Spec) logGroup() string { return "/corral/" + s.Cluster }

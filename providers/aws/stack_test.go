@@ -5,11 +5,14 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -27,6 +30,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/corral-dev/corral/clusterd/deployhook"
 	"github.com/corral-dev/corral/internal/awsemu"
 	"github.com/corral-dev/corral/internal/syncbuf"
 )
@@ -100,7 +104,7 @@ func testSpec(endpoint string) Spec {
 			{Name: "worker", Desired: 2, Min: 1, Max: 4, InstanceType: "t3.medium", Image: "ami-0fedcba9876543210",
 				UserData: []byte("#cloud-config\nhostname: worker\n")},
 		},
-		BackupExpirationDays: 10, LogRetentionDays: 7,
+		BackupExpirationDays: 10, LogRetentionDays: 7, DeployHookPort: deployhook.DefaultPort,
 	}
 }
 
@@ -238,7 +242,8 @@ func TestApplyFromNothing(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"tcp 22 from 203.0.113.0/24", "all traffic from group demo-lb", "tcp 2379 from group demo-nodes",
-		"tcp 2380 from group demo-nodes", "tcp 7379 from group demo-nodes", "udp 8472 from group demo-nodes"} {
+		"tcp 2380 from group demo-nodes", "tcp 7379 from group demo-nodes", "udp 8472 from group demo-nodes",
+		"tcp 9479 from 10.1.0.0/16", "tcp 9443 from group demo-lb"} {
 		if !slices.Contains(rules["demo-nodes"], want) {
 			t.Errorf("demo-nodes lacks %q: %v", want, rules["demo-nodes"])
 		}
@@ -258,6 +263,24 @@ func TestApplyFromNothing(t *testing.T) {
 		if !strings.Contains(doc, want) && !strings.Contains(doc, strings.ReplaceAll(want, ":", "%3A")) {
 			t.Errorf("policy lacks %s: %s", want, doc)
 		}
+	}
+	// What clusterd/backup and clusterd/logship call, each on its resource.
+	logGroup := "arn:aws:logs:us-west-2:123456789012:log-group:/corral/demo"
+	for action, resource := range map[string]string{
+		"s3:PutObject":         "arn:aws:s3:::" + out.Bucket + "/backups/demo/demo-20260101T000000Z-r1.db",
+		"s3:GetObject":         "arn:aws:s3:::" + out.Bucket + "/backups/demo/demo-20260101T000000Z-r1.db",
+		"s3:DeleteObject":      "arn:aws:s3:::" + out.Bucket + "/backups/demo/demo-20260101T000000Z-r1.db",
+		"s3:ListBucket":        "arn:aws:s3:::" + out.Bucket,
+		"logs:CreateLogGroup":  logGroup,
+		"logs:CreateLogStream": logGroup + ":log-stream:core-1",
+		"logs:PutLogEvents":    logGroup + ":log-stream:core-1",
+	} {
+		if !allows(t, doc, action, resource) {
+			t.Errorf("policy does not allow %s on %s: %s", action, resource, doc)
+		}
+	}
+	if allows(t, doc, "s3:DeleteObject", "arn:aws:s3:::"+out.Bucket+"/bootstrap/ca.crt") {
+		t.Errorf("policy allows deleting outside backups/: %s", doc)
 	}
 	if strings.Contains(doc, "CreateRoute") {
 		t.Errorf("policy grants route changes without the aws-vpc overlay: %s", doc)
@@ -744,6 +767,7 @@ func TestSpecErrorsNameTheField(t *testing.T) {
 		{func(s *Spec) { s.LogRetentionDays = 8 }, "log_group.retention_days"},
 		{func(s *Spec) { s.Zones, s.Subnets = s.Zones[:1], nil }, "needs subnets in at least two availability zones"},
 		{func(s *Spec) { s.Cluster = "xn--demo" }, "prefix S3 reserves"},
+		{func(s *Spec) { s.DeployHookPort = 70000 }, "deploy_hook.port"},
 	} {
 		spec := testSpec("http://127.0.0.1:1")
 		tc.edit(&spec)
@@ -800,4 +824,31 @@ func TestSharedConfigProfile(t *testing.T) {
 	if _, err := New(context.Background(), spec, Options{}); err == nil || !strings.Contains(err.Error(), `profile "nosuch"`) {
 		t.Errorf("unknown profile: %v", err)
 	}
+}
+
+// allows reports whether the policy document (possibly URL-encoded, as IAM
+// returns it) has an Allow statement naming action on a resource pattern
+// that matches resource, with IAM's "*" wildcard (which, unlike a shell's,
+// matches "/" too).
+func allows(t *testing.T, doc, action, resource string) bool {
+	t.Helper()
+	if d, err := url.QueryUnescape(doc); err == nil {
+		doc = d
+	}
+	var p struct{ Statement []statement }
+	if err := json.Unmarshal([]byte(doc), &p); err != nil {
+		t.Fatalf("policy document %s: %v", doc, err)
+	}
+	for _, st := range p.Statement {
+		if st.Effect != "Allow" || !slices.Contains(st.Action, action) {
+			continue
+		}
+		for _, r := range st.Resource {
+			pattern := "^" + strings.ReplaceAll(regexp.QuoteMeta(r), `\*`, ".*") + "$"
+			if regexp.MustCompile(pattern).MatchString(resource) {
+				return true
+			}
+		}
+	}
+	return false
 }

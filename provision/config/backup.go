@@ -23,7 +23,8 @@ type Backup struct {
 	// machine that takes the snapshot), "s3" (the cluster's bucket under
 	// backups/<cluster>/, provider "aws" only) or "s3://bucket[/prefix]".
 	Destination string
-	// Region for S3; empty means each machine's own.
+	// Region for S3; empty means provider "aws"'s region, else each
+	// machine's own.
 	Region    string
 	DeclRange hcl.Range
 }
@@ -80,10 +81,17 @@ func decodeBackup(block *hcl.Block, ctx *hcl.EvalContext) (*Backup, hcl.Diagnost
 	return b, diags
 }
 
-// checkBackup reports a bare "s3" destination without provider "aws":
-// only that provider makes the cluster a bucket.
+// checkBackup reports a bare "s3" destination without provider "aws"
+// (only that provider makes the cluster a bucket), and with that provider
+// makes its region the default one for S3.
 func checkBackup(cfg *Config) hcl.Diagnostics {
-	if cfg.Backup == nil || cfg.Backup.Destination != "s3" || cfg.Provider.Type == "aws" {
+	if cfg.Backup == nil {
+		return nil
+	}
+	if cfg.Backup.Region == "" && cfg.Provider.AWS != nil {
+		cfg.Backup.Region = cfg.Provider.AWS.Region
+	}
+	if cfg.Backup.Destination != "s3" || cfg.Provider.Type == "aws" {
 		return nil
 	}
 	return hcl.Diagnostics{{

@@ -107,7 +107,7 @@ func New(t testing.TB) *Cloud {
 }
 
 // Launch starts n instances in the subnet, each with its own metadata
-// service.
+// service: the emulator's (IMDSv2 only), served on a port of its own.
 func (c *Cloud) Launch(t testing.TB, n int) []Instance {
 	t.Helper()
 	out, err := c.EC2.RunInstances(context.Background(), &ec2.RunInstancesInput{ImageId: aws.String("ami-0123456789abcdef0"),
@@ -120,7 +120,9 @@ func (c *Cloud) Launch(t testing.TB, n int) []Instance {
 	var ins []Instance
 	for _, r := range out.Instances {
 		in := Instance{ID: *r.InstanceId, IP: *r.PrivateIpAddress, Zone: *r.Placement.AvailabilityZone}
-		in.IMDS = c.ServeIMDS(t, in)
+		srv := httptest.NewServer(c.Emu.IMDS(in.ID))
+		t.Cleanup(srv.Close)
+		in.IMDS = srv.URL
 		ins = append(ins, in)
 	}
 	return ins
@@ -160,9 +162,11 @@ func (c *Cloud) Upload(t testing.TB, prefix string) (*pki.CA, pki.Token) {
 	return ca, tok
 }
 
-// ServeIMDS serves in's metadata service and returns its URL; in.IP may
-// differ from the address EC2 gave it (a loopback address a test can
-// listen on). It serves the two IMDSv2 paths an instance's identity needs: the
+// ServeIMDS serves a metadata service that describes in as given, and
+// returns its URL: for tests whose instance must have an address other
+// than the one EC2 gave it (a loopback address its etcd can listen on),
+// which the emulator's own service would report. It serves the two IMDSv2
+// paths an instance's identity needs: the
 // session token (PUT /latest/api/token) and the instance identity document,
 // which is refused without the token, as on an instance with IMDSv1
 // disabled.

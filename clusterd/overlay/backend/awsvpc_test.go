@@ -173,3 +173,46 @@ func TestAWSVPCStartErrors(t *testing.T) {
 		t.Errorf("untagged instance: %v", err)
 	}
 }
+
+// Every machine keeps the whole table: machines syncing the same leases at
+// once agree, without errors, whoever creates a route first.
+func TestAWSVPCMachinesShareTheTable(t *testing.T) {
+	c := awsnodetest.New(t)
+	ins := c.Launch(t, 3)
+	h, err := netlink.NewHandle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	subnets := []string{"10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"}
+	want := map[string]string{"10.0.0.0/16": "local", "0.0.0.0/0": c.Gateway}
+	var bs []Backend
+	for i, in := range ins {
+		b := NewAWSVPC(h, AWSVPCConfig{EC2: c.EC2, InstanceID: in.ID, RouteTables: []string{c.RouteTable}})
+		if _, _, err := b.Start(Local{Network: awsvpcNetwork, Subnet: netip.MustParsePrefix(subnets[i]), Underlay: "lo"}); err != nil {
+			t.Fatal(err)
+		}
+		bs = append(bs, b)
+		want[subnets[i]] = in.ID
+	}
+	errs := make(chan error, len(bs)*3)
+	for round := 0; round < 3; round++ {
+		for i, b := range bs {
+			var peers []Peer
+			for j, in := range ins {
+				if j != i {
+					peers = append(peers, awsvpcPeer(subnets[j], in.ID))
+				}
+			}
+			go func() { errs <- b.Sync(peers) }()
+		}
+	}
+	for range len(bs) * 3 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if got := awsvpcRoutes(t, c); !maps.Equal(got, want) {
+		t.Errorf("routes %v, want %v", got, want)
+	}
+}
