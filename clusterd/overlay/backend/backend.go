@@ -1,5 +1,5 @@
 // Package backend moves overlay packets between machines. Each backend
-// (vxlan, host-gw, udp, and later aws-vpc) sets up its local devices once and
+// (vxlan, host-gw, udp, aws-vpc) sets up its local devices once and
 // then keeps the kernel's routes (and FDB/ARP entries) equal to the set of
 // peer leases it is given: Sync is a full reconciliation, not a delta, so a
 // missed event or a restart can never leave a stale route behind.
