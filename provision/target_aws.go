@@ -148,6 +148,7 @@ func (t *awsTarget) spec(ctx context.Context, userData bool) (aws.Spec, error) {
 		s.LogRetentionDays = l.RetentionDays
 	}
 	live := map[string]int{}
+	var bucket string
 	if userData {
 		list, err := t.instances(ctx)
 		if err != nil {
@@ -156,10 +157,6 @@ func (t *awsTarget) spec(ctx context.Context, userData bool) (aws.Spec, error) {
 		for _, i := range list {
 			live[i.group]++
 		}
-	}
-	var bucket string
-	if userData {
-		var err error
 		if bucket, err = t.bucket(ctx); err != nil {
 			return s, err
 		}

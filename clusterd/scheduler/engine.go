@@ -203,7 +203,6 @@ func (s *scheduler) reconcile(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	removed, err := tombstoned(ctx, s.client)
-	removed = map[string]bool{}
 	if err != nil {
 		return 0, err
 	}

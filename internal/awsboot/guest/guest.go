@@ -229,15 +229,21 @@ func (g *guest) boot(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("user data: %w", err)
 	}
-	fetch := Fetcher(s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true }))
+	fetch := Fetcher(s3.NewFromConfig(cfg, func(o *s3.Options) {
+		o.UsePathStyle = true // the emulator, and any S3 endpoint, serve it
+		o.DisableLogOutputChecksumValidationSkipped = true
+	}))
 	if err := netboot.ApplyConfig(ctx, "/", ign, fetch, g.logf); err != nil {
 		return err
 	}
 	g.logf("applied the user data: %d files, %d directories, %d links, %d units",
 		len(ign.Storage.Files), len(ign.Storage.Directories), len(ign.Storage.Links), len(ign.Systemd.Units))
-	// A hostname the config sets wins over the metadata's, as on EC2.
-	if h, err := os.ReadFile("/etc/hostname"); err == nil && strings.TrimSpace(string(h)) != "" {
-		setHostname(strings.TrimSpace(string(h)), g.logf)
+	// A hostname the config sets wins over the metadata's, as on EC2;
+	// the host's own /etc/hostname, seen through the overlay, does not.
+	if slices.ContainsFunc(ign.Storage.Files, func(f types.File) bool { return path.Clean(f.Path) == "/etc/hostname" }) {
+		if h, err := os.ReadFile("/etc/hostname"); err == nil && strings.TrimSpace(string(h)) != "" {
+			setHostname(strings.TrimSpace(string(h)), g.logf)
+		}
 	}
 	return g.startUnits(ctx, ign)
 }
