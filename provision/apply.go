@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/corral-dev/corral/clusterd/rebootlock"
 	"github.com/corral-dev/corral/clusterd/registry"
 	"github.com/corral-dev/corral/clusterd/store"
 	"github.com/corral-dev/corral/providers"
@@ -476,9 +477,21 @@ func (a *apply) remove(ctx context.Context, name string) error {
 
 // replace brings up the node's replacement, waits until it has joined and
 // is healthy, and only then removes the node.
+//
+// The node being replaced holds a slot of the cluster's reboot semaphore
+// (locksmith's, `clusterctl lock`) from before its replacement is made
+// until it is gone, so that replacements, and anything else that takes
+// the semaphore, never have more machines down than it allows. A run that
+// dies holding it finds it again: a slot is held by name.
 func (a *apply) replace(ctx context.Context, ch plan.Change) error {
-	if err := a.record(ch.Replacement, ch.Group, ch.Name); err != nil {
+	release, err := a.rebootSlot(ctx, ch.Name)
+	if err != nil {
 		return err
+	}
+	if a.c.state.Node(ch.Replacement) == nil {
+		if err := a.record(ch.Replacement, ch.Group, ch.Name); err != nil {
+			return err
+		}
 	}
 	if err := a.launch(ctx, []string{ch.Replacement}, []string{ch.Replacement}); err != nil {
 		return err
@@ -486,7 +499,30 @@ func (a *apply) replace(ctx context.Context, ch plan.Change) error {
 	if err := a.healthy(ctx, *a.c.state.Node(ch.Replacement)); err != nil {
 		return err
 	}
-	return a.remove(ctx, ch.Name)
+	if err := a.remove(ctx, ch.Name); err != nil {
+		return err
+	}
+	return release()
+}
+
+// rebootSlot takes a slot of the reboot semaphore for replacing node,
+// waiting (up to the run's timeout) while others hold every slot, and
+// returns its release.
+func (a *apply) rebootSlot(ctx context.Context, node string) (func() error, error) {
+	cli, err := a.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	holder := "provision/" + node
+	if s, err := rebootlock.Get(ctx, cli); err == nil && len(s.Holders) >= s.Max && !slices.Contains(s.Holders, holder) {
+		a.show.Set("node "+node, "waiting", "for a reboot slot, held by "+strings.Join(s.Holders, ", "))
+	}
+	wctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	if err := rebootlock.Acquire(wctx, cli, holder); err != nil {
+		return nil, fmt.Errorf("replacing %s: no reboot slot within %s (%w); `clusterctl lock` shows who holds them", node, a.timeout, err)
+	}
+	return func() error { return rebootlock.Unlock(context.WithoutCancel(ctx), cli, holder) }, nil
 }
 
 // healthy waits until a member's etcd answers as part of the cluster; a

@@ -128,8 +128,32 @@ func TestPlanChanges(t *testing.T) {
 	out, _ = planOf(t, c.File)
 	golden(t, "boot-change", c.Name, out)
 
+	// The replacements take the cluster's reboot semaphore: while another
+	// holder has its only slot, up waits and replaces nothing.
+	if _, errOut, code := c.Ctl("lock", "take", "someone-else"); code != 0 {
+		t.Fatalf("lock take: %s", errOut)
+	}
 	mark := len(c.Output())
-	c.Up()
+	upDone := make(chan error, 1)
+	go func() { upDone <- c.TryUp() }()
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(c.Output()[mark:], "for a reboot slot, held by someone-else"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("up did not wait for the reboot slot:\n%s", c.Output()[mark:])
+		}
+		time.Sleep(50 * time.Millisecond) // polling provision's output: it has no event to wait on
+	}
+	if regexp.MustCompile(`node core-4 +(waiting|creating)`).MatchString(c.Output()[mark:]) {
+		t.Fatalf("up made a replacement while the reboot slot was held:\n%s", c.Output()[mark:])
+	}
+	if _, errOut, code := c.Ctl("lock", "unlock", "someone-else"); code != 0 {
+		t.Fatalf("lock unlock: %s", errOut)
+	}
+	if err := <-upDone; err != nil {
+		t.Fatalf("up after the slot was given back: %v\n%s", err, c.Output()[mark:])
+	}
+	if out, _, _ := c.Ctl("lock"); !strings.Contains(out, "Available: 1") || strings.Contains(out, "holding") {
+		t.Errorf("after the replacements, the reboot semaphore is:\n%s", out)
+	}
 	log := c.Output()[mark:]
 	// Each replacement joins (and its etcd member is healthy) before the
 	// node it replaces goes, and the next one starts after that.

@@ -147,6 +147,9 @@ func (t *awsTarget) spec(ctx context.Context, userData bool) (aws.Spec, error) {
 	if l := c.cfg.LogGroup; l != nil {
 		s.LogRetentionDays = l.RetentionDays
 	}
+	if h := c.cfg.DeployHook; h != nil {
+		s.DeployHookPort = h.Port // open to the load balancers
+	}
 	live := map[string]int{}
 	var bucket string
 	if userData {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/corral-dev/corral/clusterd/overlay/subnet"
@@ -55,17 +56,28 @@ func Remove(ctx context.Context, c *clientv3.Client, m Machine, opts RemoveOptio
 	// forced removal) stops instead of registering again, and clients
 	// waiting to be promoted wake up.
 	tomb := Tombstone{Machine: m, Removed: time.Now().UTC()}
-	if err := putTombstone(ctx, c, tomb); err != nil {
+	if err := store.Retry(ctx, func() error { return putTombstone(ctx, c, tomb) }); err != nil {
 		return nil, err
 	}
 	res := &Result{}
 	var err error
 	if v, ok := s.Voter(m); ok {
 		res.WasVoter = true
+		// Requests go to the voters that stay: the leaving member's own
+		// answer to its removal, and anything after, may be cut short as
+		// it stops.
+		if others := endpointsWithout(c.Endpoints(), v.IP); len(others) > 0 {
+			c.SetEndpoints(others...)
+		}
 		if err := store.Retry(ctx, func() error { return store.RemoveMember(ctx, c, v.ID) }); err != nil {
 			return nil, fmt.Errorf("removing %s's etcd member %x: %w", m.Name, v.ID, err)
 		}
 		tomb.VoterRemoved = true
+		// The removed member stops answering: point the client at the
+		// voters left, as a client does after joining.
+		if err := store.Ready(ctx, c); err != nil {
+			return nil, err
+		}
 		if err := store.Retry(ctx, func() error { return putTombstone(ctx, c, tomb) }); err != nil {
 			return nil, err
 		}
@@ -176,4 +188,15 @@ func Alive(ctx context.Context, c *clientv3.Client, machineID string) (bool, err
 		return false, err
 	}
 	return resp.Count > 0, nil
+}
+
+// endpointsWithout is endpoints (URLs) less those on host ip.
+func endpointsWithout(endpoints []string, ip string) []string {
+	var out []string
+	for _, e := range endpoints {
+		if u, err := url.Parse(e); err != nil || !sameIP(u.Hostname(), ip) {
+			out = append(out, e)
+		}
+	}
+	return out
 }

@@ -258,8 +258,15 @@ func Transient(err error) bool {
 			return true
 		}
 	}
-	return status.Code(err) == codes.Unavailable
+	// A member just removed answers until it has shut down, with raft's
+	// own error, which gRPC carries as Unknown; the next attempt goes to
+	// another endpoint.
+	return status.Code(err) == codes.Unavailable || status.Convert(err).Message() == raftStopped
 }
+
+// raftStopped is go.etcd.io/raft's ErrStopped, as a stopping member's
+// answers carry it.
+const raftStopped = "raft: stopped"
 
 // retry runs fn with capped exponential backoff until it succeeds, fails
 // with an error transient doesn't accept, or ctx ends.

@@ -14,8 +14,11 @@ import (
 
 	"github.com/corral-dev/corral/bootstrap/pki"
 	"github.com/corral-dev/corral/clusterd/store"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // testCluster issues certificates for nodes on distinct loopback addresses
@@ -207,4 +210,24 @@ func tryRead(ip net.IP, port int, conf *tls.Config) error {
 	defer c.Close()
 	_, err = c.Get(ctx, "/secret")
 	return err
+}
+
+// Errors a member answers while it is removed or a leader changes are
+// retried; others are not.
+func TestTransient(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{status.Error(codes.Unknown, "raft: stopped"), true}, // a removed member, shutting down
+		{status.Error(codes.Unavailable, "connection refused"), true},
+		{rpctypes.ErrLeaderChanged, true},
+		{status.Error(codes.Unknown, "etcdserver: key not found"), false},
+		{status.Error(codes.PermissionDenied, "etcdserver: permission denied"), false},
+		{fmt.Errorf("plain"), false},
+	} {
+		if got := store.Transient(c.err); got != c.want {
+			t.Errorf("Transient(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
 }

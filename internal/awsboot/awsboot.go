@@ -21,7 +21,6 @@
 package awsboot
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -150,6 +149,11 @@ func New(t testing.TB, opts Options) *Booter {
 	if opts.Dir == "" {
 		opts.Dir = t.TempDir() // before our cleanup is registered: removed after it
 	}
+	for _, dir := range guest.Overlaid {
+		if rel, err := filepath.Rel(dir, opts.Dir); err == nil && !strings.HasPrefix(rel, "..") {
+			t.Fatalf("awsboot: Options.Dir %s is under %s, which every instance overlays: pick a directory elsewhere (e.g. under /tmp)", opts.Dir, dir)
+		}
+	}
 	if opts.StopGrace == 0 {
 		opts.StopGrace = 5 * time.Second
 	}
@@ -263,6 +267,15 @@ func (b *Booter) OnLaunch(in awsemu.Instance) {
 	b.mu.Lock()
 	b.instances[in.ID] = inst
 	b.mu.Unlock()
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 func closedChan() chan struct{} {
@@ -575,6 +588,9 @@ func (b *Booter) Wait(id string, timeout time.Duration, what string, cond func(g
 		if ok && inst.Err != nil {
 			b.t.Fatalf("instance %s: %v", id, inst.Err)
 		}
+		if ok && !inst.Terminated && isClosed(inst.exited) {
+			b.t.Fatalf("instance %s: its boot program exited\nconsole:\n%s", id, b.tail(id, 40))
+		}
 		if ok {
 			last, lastErr = b.Status(context.Background(), id)
 			if lastErr == nil && cond(last) {
@@ -590,12 +606,4 @@ func (b *Booter) Wait(id string, timeout time.Duration, what string, cond func(g
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// ConsoleContains reports whether the instance's console has s; for a test
-// waiting on a line.
-func (b *Booter) ConsoleContains(id, s string) bool {
-	inst, _ := b.Instance(id)
-	data, err := os.ReadFile(inst.Console)
-	return err == nil && bytes.Contains(data, []byte(s))
 }

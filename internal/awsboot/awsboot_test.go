@@ -1,14 +1,18 @@
 package awsboot
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha512"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -57,7 +61,43 @@ func newAccount(t *testing.T, e *awsemu.Emulator, url string, vpc netip.Prefix) 
 		t.Fatal(err)
 	}
 	a.subnet = *sn.Subnet.SubnetId
+
+	// The role whose credentials the instances get from IMDS: "node".
+	ic := iam.NewFromConfig(a.cfg)
+	trust := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}`
+	mustDo(t)(ic.CreateRole(ctx, &iam.CreateRoleInput{RoleName: aws.String("node"), AssumeRolePolicyDocument: &trust}))
+	mustDo(t)(ic.CreateInstanceProfile(ctx, &iam.CreateInstanceProfileInput{InstanceProfileName: aws.String("node")}))
+	mustDo(t)(ic.AddRoleToInstanceProfile(ctx, &iam.AddRoleToInstanceProfileInput{InstanceProfileName: aws.String("node"), RoleName: aws.String("node")}))
+	// The bucket "boot".
+	mustDo(t)(a.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("boot"),
+		CreateBucketConfiguration: &s3types.CreateBucketConfiguration{LocationConstraint: s3types.BucketLocationConstraint(e.Region())}}))
 	return a
+}
+
+// put puts an object in the bucket "boot".
+func (a *account) put(t *testing.T, key string, data []byte) {
+	t.Helper()
+	mustDo(t)(a.s3.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String("boot"), Key: &key, Body: bytes.NewReader(data)}))
+}
+
+// run launches one instance with the role "node" and the user data (an
+// Ignition config), and returns its id once it is booting.
+func (a *account) run(t *testing.T, e *awsemu.Emulator, cfg types.Config) string {
+	t.Helper()
+	cfg.Ignition.Version = "3.4.0"
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &ec2.RunInstancesInput{ImageId: aws.String("ami-0123456789abcdef0"), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+		SubnetId: &a.subnet, UserData: aws.String(base64.StdEncoding.EncodeToString(data)),
+		IamInstanceProfile: &ec2types.IamInstanceProfileSpecification{Name: aws.String("node")}}
+	out, err := a.ec2.RunInstances(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.WaitHooks()
+	return *out.Instances[0].InstanceId
 }
 
 // userData is the Ignition config every instance of the group gets: a file
@@ -93,7 +133,7 @@ WantedBy=multi-user.target
 	if err != nil {
 		t.Fatal(err)
 	}
-	return base64.StdEncoding.EncodeToString(data)
+	return string(data)
 }
 
 // TestBootAutoScalingGroup boots the two instances of an Auto Scaling
@@ -102,24 +142,14 @@ WantedBy=multi-user.target
 func TestBootAutoScalingGroup(t *testing.T) {
 	vpc := FreeVPC(t)
 	var prefix, bridge string
-	var seen []int // every process the instances ran
+	seen := map[int]string{} // every process the instances ran: its start time
 	t.Run("boot", func(t *testing.T) {
 		ctx := context.Background()
 		b, e, url := Start(t, Options{VPC: vpc}, awsemu.Options{})
 		prefix, bridge = b.NamespacePrefix(), b.Bridge()
 		a := newAccount(t, e, url, vpc)
 
-		// The role whose credentials the instances get from IMDS.
-		ic := iam.NewFromConfig(a.cfg)
-		trust := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}`
-		mustDo(t)(ic.CreateRole(ctx, &iam.CreateRoleInput{RoleName: aws.String("node"), AssumeRolePolicyDocument: &trust}))
-		mustDo(t)(ic.CreateInstanceProfile(ctx, &iam.CreateInstanceProfileInput{InstanceProfileName: aws.String("node")}))
-		mustDo(t)(ic.AddRoleToInstanceProfile(ctx, &iam.AddRoleToInstanceProfileInput{InstanceProfileName: aws.String("node"), RoleName: aws.String("node")}))
-
-		mustDo(t)(a.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("boot"),
-			CreateBucketConfiguration: &s3types.CreateBucketConfiguration{LocationConstraint: s3types.BucketLocationConstraint(e.Region())}}))
-		mustDo(t)(a.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("boot"), Key: aws.String("files/from-s3"),
-			Body: strings.NewReader("from s3\n")}))
+		a.put(t, "files/from-s3", []byte("from s3\n"))
 
 		// A file name of this run's own: the host must not get it.
 		hello := "/etc/corral/awsboot-hello-" + b.id
@@ -127,7 +157,7 @@ func TestBootAutoScalingGroup(t *testing.T) {
 			LaunchTemplateData: &ec2types.RequestLaunchTemplateData{ImageId: aws.String("ami-0123456789abcdef0"),
 				InstanceType:       ec2types.InstanceTypeT3Small,
 				IamInstanceProfile: &ec2types.LaunchTemplateIamInstanceProfileSpecificationRequest{Name: aws.String("node")},
-				UserData:           aws.String(userData(t, hello, "s3://boot/files/from-s3"))}}))
+				UserData:           aws.String(base64.StdEncoding.EncodeToString([]byte(userData(t, hello, "s3://boot/files/from-s3"))))}}))
 		as := autoscaling.NewFromConfig(a.cfg)
 		mustDo(t)(as.CreateAutoScalingGroup(ctx, &autoscaling.CreateAutoScalingGroupInput{AutoScalingGroupName: aws.String("nodes"),
 			LaunchTemplate: &astypes.LaunchTemplateSpecification{LaunchTemplateName: aws.String("nodes"), Version: aws.String("$Latest")},
@@ -182,7 +212,9 @@ func TestBootAutoScalingGroup(t *testing.T) {
 			if err != nil || len(pids) < 2 {
 				t.Fatalf("%s: processes %v, %v: want the boot program and its unit", in.ID, pids, err)
 			}
-			seen = append(seen, pids...)
+			for _, pid := range pids {
+				seen[pid] = startTime(pid)
+			}
 		}
 		mustDo(t)(as.SetDesiredCapacity(ctx, &autoscaling.SetDesiredCapacityInput{AutoScalingGroupName: aws.String("nodes"),
 			DesiredCapacity: aws.Int32(1)}))
@@ -215,9 +247,9 @@ func TestBootAutoScalingGroup(t *testing.T) {
 	if linkExists(bridge) {
 		t.Errorf("bridge %s left", bridge)
 	}
-	for _, pid := range seen {
-		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("process %d of an instance is alive (%v)", pid, err)
+	for pid, start := range seen {
+		if start != "" && startTime(pid) == start {
+			t.Errorf("process %d of an instance is alive", pid)
 		}
 	}
 }
@@ -229,18 +261,22 @@ func TestBootErrors(t *testing.T) {
 	vpc := FreeVPC(t)
 	b, e, url := Start(t, Options{VPC: vpc}, awsemu.Options{})
 	a := newAccount(t, e, url, vpc)
+	a.put(t, "files/from-s3", []byte("from s3\n"))
 	for _, tc := range []struct {
-		name, userData string
-		want           []string
+		name     string
+		userData string
+		want     []string
 	}{
-		{"cloud-config", base64.StdEncoding.EncodeToString([]byte("#cloud-config\nhostname: x\n")),
-			[]string{"user data", "ignition"}},
+		{"cloud-config", "#cloud-config\nhostname: x\n", []string{"user data", "cloud-config", "Ignition"}},
+		{"a path outside the overlays", `{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/awsboot-nowhere/x","contents":{"source":"data:,x"}}]}}`,
+			[]string{"/awsboot-nowhere/x", "would change the host"}},
 		{"s3 without a role", userData(t, "/etc/corral/x", "s3://boot/files/from-s3"),
 			[]string{"/etc/corral/from-s3", "s3://boot/files/from-s3", "instance profile"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := a.ec2.RunInstances(context.Background(), &ec2.RunInstancesInput{ImageId: aws.String("ami-0123456789abcdef0"),
-				MinCount: aws.Int32(1), MaxCount: aws.Int32(1), SubnetId: &a.subnet, UserData: &tc.userData})
+				MinCount: aws.Int32(1), MaxCount: aws.Int32(1), SubnetId: &a.subnet,
+				UserData: aws.String(base64.StdEncoding.EncodeToString([]byte(tc.userData)))})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -261,6 +297,50 @@ func TestBootErrors(t *testing.T) {
 				t.Errorf("the console does not show the error %q:\n%s", st.Error, b.Console(id))
 			}
 		})
+	}
+}
+
+// TestBootCorralFromS3 installs the corral binary under test from S3, as
+// provision's AWS user data does (s3:// source, sha512 verification,
+// /opt/bin), behind a pointer config (ignition.config.replace, as
+// provision's user data is when the config is over 16 KiB), and runs it
+// from a unit.
+func TestBootCorralFromS3(t *testing.T) {
+	vpc := FreeVPC(t)
+	b, e, url := Start(t, Options{VPC: vpc}, awsemu.Options{})
+	a := newAccount(t, e, url, vpc)
+	bin, err := os.ReadFile(b.opts.Binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.put(t, "assets/clusterd", bin)
+	sum := sha512.Sum512(bin)
+	mode, yes := 0o755, true
+	unit := "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/opt/bin/clusterd --help\n"
+	full, err := json.Marshal(types.Config{Ignition: types.Ignition{Version: "3.4.0"},
+		Storage: types.Storage{Files: []types.File{{Node: types.Node{Path: "/opt/bin/clusterd"}, FileEmbedded1: types.FileEmbedded1{Mode: &mode,
+			Contents: types.Resource{Source: aws.String("s3://boot/assets/clusterd"),
+				Verification: types.Verification{Hash: aws.String("sha512-" + hex.EncodeToString(sum[:]))}}}}}},
+		Systemd: types.Systemd{Units: []types.Unit{{Name: "corral-check.service", Enabled: &yes, Contents: &unit}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.put(t, "userdata/core.ign", full)
+	fullSum := sha512.Sum512(full)
+	start := time.Now()
+	id := a.run(t, e, types.Config{Ignition: types.Ignition{Config: types.IgnitionConfig{Replace: types.Resource{
+		Source:       aws.String("s3://boot/userdata/core.ign"),
+		Verification: types.Verification{Hash: aws.String("sha512-" + hex.EncodeToString(fullSum[:]))}}}}})
+	st := b.WaitBooted(id, 60*time.Second)
+	t.Logf("booted with a %d MiB binary from S3 in %s", len(bin)>>20, time.Since(start).Round(time.Millisecond))
+	if u := st.Units["corral-check.service"]; u.Active != "active" || u.Sub != "exited" {
+		t.Errorf("corral-check.service is %+v, want active/exited", u)
+	}
+	poll(t, 10*time.Second, "clusterd's help on the console", func() bool {
+		return strings.Contains(b.Console(id), "corral-check.service: ") && strings.Contains(b.Console(id), "clusterd runs on every machine")
+	})
+	if _, err := os.Stat("/opt/bin/clusterd"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the host has the instance's /opt/bin/clusterd (stat: %v)", err)
 	}
 }
 
@@ -290,6 +370,22 @@ func poll(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// startTime is the start time of process pid (field 22 of its stat), ""
+// if there is no such process: a pid and its start time name a process
+// even when pids are reused.
+func startTime(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	// The command (field 2) may hold spaces; fields after its ')' don't.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19]
 }
 
 func linkExists(name string) bool {

@@ -23,6 +23,7 @@ import (
 	"github.com/corral-dev/corral/clusterd/store"
 	"github.com/corral-dev/corral/internal/corralbin"
 	"github.com/corral-dev/corral/internal/hostnet"
+	"github.com/corral-dev/corral/internal/syncbuf"
 	"github.com/corral-dev/corral/providers/local"
 	"github.com/corral-dev/corral/provision"
 	"github.com/corral-dev/corral/provision/state"
@@ -61,7 +62,7 @@ type Cluster struct {
 	Binary string
 	Admin  *clientv3.Client
 	opts   Options
-	log    bytes.Buffer
+	log    syncbuf.Buffer // up may run in a goroutine while the test reads it
 	prov   *local.Provider
 	state  *state.State
 }

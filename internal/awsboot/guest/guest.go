@@ -45,6 +45,7 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	ignition "github.com/coreos/ignition/v2/config/v3_4"
 	"github.com/coreos/ignition/v2/config/v3_4/types"
 	"github.com/corral-dev/corral/bootstrap/netboot"
 	"github.com/corral-dev/corral/clusterd/driver"
@@ -101,7 +102,8 @@ func Main(args []string) int {
 	}
 	g := &guest{status: Status{Phase: PhaseBooting}}
 	g.logf("%s starting (pid %d)", Arg0, os.Getpid())
-	if err := privateMounts(args[0]); err != nil {
+	var err error
+	if g.overlaid, err = privateMounts(args[0]); err != nil {
 		g.logf("error: %v", err)
 		return 1
 	}
@@ -123,6 +125,8 @@ func Main(args []string) int {
 
 // guest is one boot.
 type guest struct {
+	overlaid []string // the directories the instance has its own view of
+
 	logMu sync.Mutex
 
 	mu     sync.Mutex
@@ -152,41 +156,74 @@ func (g *guest) set(f func(*Status)) {
 }
 
 // privateMounts gives this mount namespace its own view of the overlaid
-// directories and /run. It refuses to run in the host's mount namespace,
-// where it would shadow the host's /etc for everyone.
-func privateMounts(state string) error {
+// directories and /run, and returns them. It refuses to run in the host's
+// mount namespace, where it would shadow the host's /etc for everyone.
+func privateMounts(state string) (mounted []string, err error) {
 	self, err := os.Readlink("/proc/self/ns/mnt")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if init, err := os.Readlink("/proc/1/ns/mnt"); err == nil && init == self {
-		return fmt.Errorf("%s runs in the host's mount namespace: start it with CLONE_NEWNS (internal/awsboot does)", Arg0)
+		return nil, fmt.Errorf("%s runs in the host's mount namespace: start it with CLONE_NEWNS (internal/awsboot does)", Arg0)
 	}
 	// Mounts made here must not propagate back to the host.
 	if err := unix.Mount("none", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("making / private: %w", err)
+		return nil, fmt.Errorf("making / private: %w", err)
 	}
 	for _, dir := range Overlaid {
 		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 			continue // the host has none: the instance has none either
 		}
-		if rel, err := filepath.Rel(dir, state); err == nil && !strings.HasPrefix(rel, "..") {
-			return fmt.Errorf("the instance's state directory %s is under %s, which is overlaid: put it elsewhere (e.g. under /tmp)", state, dir)
+		if under(state, dir) {
+			return nil, fmt.Errorf("the instance's state directory %s is under %s, which is overlaid: put it elsewhere (e.g. under /tmp)", state, dir)
 		}
 		upper := filepath.Join(state, "overlay", strings.TrimPrefix(dir, "/"), "upper")
 		work := filepath.Join(state, "overlay", strings.TrimPrefix(dir, "/"), "work")
 		for _, d := range []string{upper, work} {
 			if err := os.MkdirAll(d, 0o755); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		opts := "lowerdir=" + dir + ",upperdir=" + upper + ",workdir=" + work
 		if err := unix.Mount("overlay", dir, "overlay", 0, opts); err != nil {
-			return fmt.Errorf("overlaying %s (%s): %w", dir, opts, err)
+			return nil, fmt.Errorf("overlaying %s (%s): %w", dir, opts, err)
 		}
+		mounted = append(mounted, dir)
 	}
+	// A fresh /run: the host's D-Bus and systemd sockets are not the
+	// instance's (clusterd then picks its exec driver, as on a machine
+	// without systemd), and /run/flannel is its own.
 	if err := unix.Mount("tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-		return fmt.Errorf("mounting a tmpfs on /run: %w", err)
+		return nil, fmt.Errorf("mounting a tmpfs on /run: %w", err)
+	}
+	return append(mounted, "/run"), nil
+}
+
+// under reports whether p is dir or inside it.
+func under(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// checkPaths refuses a config that writes outside the directories the
+// instance has its own view of: applying it would write on the host.
+func checkPaths(cfg types.Config, overlaid []string) error {
+	paths := []string{netboot.UnitDir}
+	for _, f := range cfg.Storage.Files {
+		paths = append(paths, f.Path)
+	}
+	for _, d := range cfg.Storage.Directories {
+		paths = append(paths, d.Path)
+	}
+	for _, l := range cfg.Storage.Links {
+		paths = append(paths, l.Path)
+	}
+	for _, p := range paths {
+		p = path.Clean("/" + p)
+		if !slices.ContainsFunc(overlaid, func(dir string) bool { return under(p, dir) }) {
+			return fmt.Errorf("%s is outside the directories an instance has of its own here (%s): writing it would change the host; "+
+				"write under one of those (the host has no such directory, or awsboot does not overlay it)", p, strings.Join(overlaid, " "))
+		}
 	}
 	return nil
 }
@@ -225,6 +262,9 @@ func (g *guest) boot(ctx context.Context) error {
 		return fmt.Errorf("reading the user data: %w", err)
 	}
 	g.logf("fetched the user data (%d bytes)", len(data))
+	if bytes.HasPrefix(data, []byte("#cloud-config")) {
+		return errors.New("user data: this is a cloud-config; awsboot boots Ignition configs only (as Corral's AWS node groups use)")
+	}
 	ign, err := netboot.ParseConfig(data)
 	if err != nil {
 		return fmt.Errorf("user data: %w", err)
@@ -233,6 +273,12 @@ func (g *guest) boot(ctx context.Context) error {
 		o.UsePathStyle = true // the emulator, and any S3 endpoint, serve it
 		o.DisableLogOutputChecksumValidationSkipped = true
 	}))
+	if ign, err = Resolve(ctx, ign, fetch, 0); err != nil {
+		return fmt.Errorf("user data: %w", err)
+	}
+	if err := checkPaths(ign, g.overlaid); err != nil {
+		return fmt.Errorf("user data: %w", err)
+	}
 	if err := netboot.ApplyConfig(ctx, "/", ign, fetch, g.logf); err != nil {
 		return err
 	}
@@ -246,6 +292,71 @@ func (g *guest) boot(ctx context.Context) error {
 		}
 	}
 	return g.startUnits(ctx, ign)
+}
+
+// maxConfigDepth bounds chains of referenced configs (a config that
+// replaces itself would otherwise loop).
+const maxConfigDepth = 10
+
+// Resolve follows cfg's references to other configs as Ignition does:
+// ignition.config.replace stands for the config it names (the pointer
+// config provision's user data is when the full one is over EC2's 16 KiB);
+// each of ignition.config.merge is merged in, in order. depth is how many
+// references led here: 0 for the user data.
+func Resolve(ctx context.Context, cfg types.Config, fetch netboot.Fetcher, depth int) (types.Config, error) {
+	if depth > maxConfigDepth {
+		return cfg, fmt.Errorf("more than %d configs referenced in a chain: does a config refer to itself?", maxConfigDepth)
+	}
+	if r := cfg.Ignition.Config.Replace; r.Source != nil {
+		child, err := fetchConfig(ctx, r, fetch)
+		if err != nil {
+			return cfg, err
+		}
+		return Resolve(ctx, child, fetch, depth+1)
+	}
+	merges := cfg.Ignition.Config.Merge
+	cfg.Ignition.Config.Merge = nil
+	for _, r := range merges {
+		child, err := fetchConfig(ctx, r, fetch)
+		if err == nil {
+			child, err = Resolve(ctx, child, fetch, depth+1)
+		}
+		if err != nil {
+			return cfg, err
+		}
+		cfg = ignition.Merge(cfg, child)
+	}
+	return cfg, nil
+}
+
+// fetchConfig fetches and parses a referenced config. It goes through
+// netboot.ApplyConfig, as the one file of a scratch config, so that the
+// config is fetched, decompressed and checked against its hash exactly as
+// files are.
+func fetchConfig(ctx context.Context, r types.Resource, fetch netboot.Fetcher) (types.Config, error) {
+	src := *r.Source
+	if strings.HasPrefix(src, "data:") {
+		src = "a data: URL"
+	}
+	dir, err := os.MkdirTemp("", "awsboot-config-")
+	if err != nil {
+		return types.Config{}, err
+	}
+	defer os.RemoveAll(dir)
+	one := types.Config{Storage: types.Storage{Files: []types.File{{Node: types.Node{Path: "/config.ign"},
+		FileEmbedded1: types.FileEmbedded1{Contents: r}}}}}
+	if err := netboot.ApplyConfig(ctx, dir, one, fetch, nil); err != nil {
+		return types.Config{}, fmt.Errorf("config referenced at %s: %w", src, err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "config.ign"))
+	if err != nil {
+		return types.Config{}, err
+	}
+	cfg, err := netboot.ParseConfig(data)
+	if err != nil {
+		return cfg, fmt.Errorf("config referenced at %s: %w", src, err)
+	}
+	return cfg, nil
 }
 
 // metadata reads one meta-data item.
@@ -285,7 +396,7 @@ func Fetcher(client *s3.Client) netboot.Fetcher {
 		}
 		out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
 		if err != nil {
-			return nil, fmt.Errorf("fetching %s: %w (the instance's credentials come from its instance profile's role)", src, err)
+			return nil, fmt.Errorf("fetching %s: %w (the instance's credentials come from its instance profile's role: launch it with an IamInstanceProfile whose role may read the object)", src, err)
 		}
 		defer out.Body.Close()
 		return io.ReadAll(out.Body)

@@ -1,12 +1,19 @@
 package guest
 
 import (
+	"context"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/coreos/ignition/v2/config/v3_4/types"
+	"github.com/corral-dev/corral/bootstrap/netboot"
 )
 
 func TestParseS3URL(t *testing.T) {
@@ -60,4 +67,69 @@ func TestReadUnit(t *testing.T) {
 	if _, err := ReadUnit(dir, "missing.service"); err == nil {
 		t.Error("a missing unit: no error")
 	}
+}
+
+// TestResolve: a pointer config stands for the config it replaces, whose
+// hash is checked; merged configs add to the one that names them.
+func TestResolve(t *testing.T) {
+	ctx := context.Background()
+	enc := func(c types.Config) string {
+		c.Ignition.Version = "3.4.0"
+		b, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "data:;base64," + base64.StdEncoding.EncodeToString(b)
+	}
+	file := func(p string) types.File {
+		return types.File{Node: types.Node{Path: p}, FileEmbedded1: types.FileEmbedded1{Contents: types.Resource{Source: ptr("data:,x")}}}
+	}
+	child := enc(types.Config{Storage: types.Storage{Files: []types.File{file("/etc/child")}}})
+	sum := sha512.Sum512([]byte(mustDecode(t, child)))
+	full := enc(types.Config{
+		Ignition: types.Ignition{Config: types.IgnitionConfig{Merge: []types.Resource{{Source: &child}}}},
+		Storage:  types.Storage{Files: []types.File{file("/etc/full")}},
+	})
+	pointer := types.Config{Ignition: types.Ignition{Config: types.IgnitionConfig{Replace: types.Resource{Source: &full}}}}
+	cfg, err := Resolve(ctx, pointer, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, f := range cfg.Storage.Files {
+		paths = append(paths, f.Path)
+	}
+	if want := []string{"/etc/full", "/etc/child"}; !slices.Equal(paths, want) {
+		t.Errorf("files %v, want %v", paths, want)
+	}
+
+	good := "sha512-" + hex.EncodeToString(sum[:])
+	bad := "sha512-" + strings.Repeat("0", 128)
+	for hash, ok := range map[string]bool{good: true, bad: false} {
+		p := types.Config{Ignition: types.Ignition{Config: types.IgnitionConfig{Replace: types.Resource{Source: &child,
+			Verification: types.Verification{Hash: &hash}}}}}
+		_, err := Resolve(ctx, p, nil, 0)
+		if ok != (err == nil) {
+			t.Errorf("hash %.20s…: err %v", hash, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "does not match") {
+			t.Errorf("hash mismatch: error %q does not say so", err)
+		}
+	}
+
+	// A chain too long to be anything but a loop is refused.
+	if _, err := Resolve(ctx, pointer, nil, maxConfigDepth); err == nil || !strings.Contains(err.Error(), "refer to itself") {
+		t.Errorf("a chain over %d configs: err %v", maxConfigDepth, err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func mustDecode(t *testing.T, dataURL string) string {
+	t.Helper()
+	b, err := netboot.DecodeDataURL(dataURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
