@@ -17,6 +17,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	elb "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 
 	"github.com/corral-dev/corral/internal/awsemu"
@@ -193,7 +195,7 @@ func TestDeployHookPortRule(t *testing.T) {
 		spec := testSpec(endpoint)
 		spec.DeployHookPort = port
 		s, _ := newStack(t, spec)
-		must[Outputs](t)(s.Apply(context.Background()))
+		out := must[Outputs](t)(s.Apply(context.Background()))
 		sgs := must[*ec2.DescribeSecurityGroupsOutput](t)(newClients(endpoint).ec2.DescribeSecurityGroups(context.Background(),
 			&ec2.DescribeSecurityGroupsInput{Filters: s.byName("demo-nodes")}))
 		lbs := must[*ec2.DescribeSecurityGroupsOutput](t)(newClients(endpoint).ec2.DescribeSecurityGroups(context.Background(),
@@ -211,6 +213,32 @@ func TestDeployHookPortRule(t *testing.T) {
 		}
 		if !slices.Equal(hook, want) {
 			t.Errorf("deploy hook port %d: rules %v, want %v", port, hook, want)
+		}
+		// The hook is reached through an internet-facing network load
+		// balancer that passes its TLS through, open to the world on the
+		// load balancers' group.
+		var open bool
+		for _, r := range flatten(lbs.SecurityGroups[0].IpPermissions, ids) {
+			open = open || r.String() == "tcp 8443 from 0.0.0.0/0"
+		}
+		_, hasLB := out.LoadBalancers["deploy"]
+		if port == 0 {
+			if open || hasLB {
+				t.Errorf("no deploy hook: load balancer %v, lb group open on 8443 %v", hasLB, open)
+			}
+			continue
+		}
+		if !open || !hasLB {
+			t.Errorf("deploy hook on 8443: load balancer %v (outputs %v), lb group open on 8443 %v", hasLB, out.LoadBalancers, open)
+		}
+		c := newClients(endpoint).elb
+		lb := must[*elb.DescribeLoadBalancersOutput](t)(c.DescribeLoadBalancers(context.Background(), &elb.DescribeLoadBalancersInput{Names: []string{"demo-deploy"}}))
+		if got := lb.LoadBalancers[0]; got.Type != elbtypes.LoadBalancerTypeEnumNetwork || got.Scheme != elbtypes.LoadBalancerSchemeEnumInternetFacing {
+			t.Errorf("demo-deploy is %s %s, want an internet-facing network load balancer", got.Scheme, got.Type)
+		}
+		ls := must[*elb.DescribeListenersOutput](t)(c.DescribeListeners(context.Background(), &elb.DescribeListenersInput{LoadBalancerArn: lb.LoadBalancers[0].LoadBalancerArn}))
+		if len(ls.Listeners) != 1 || aws.ToInt32(ls.Listeners[0].Port) != 8443 || ls.Listeners[0].Protocol != elbtypes.ProtocolEnumTcp {
+			t.Errorf("demo-deploy listeners: %+v, want one TCP listener on 8443", ls.Listeners)
 		}
 	}
 }

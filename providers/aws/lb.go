@@ -26,8 +26,9 @@ type balancer struct {
 }
 
 // balancers lists the stack's load balancers: per load_balancer block an
-// internet-facing one (application for HTTP, network for TCP), and the
-// internal etcd load balancer in front of the first group.
+// internet-facing one (application for HTTP, network for TCP), one for the
+// deploy hook when the cluster has one, and the internal etcd load
+// balancer in front of the first group.
 //
 // The book put etcd behind an internal classic ELB. Classic ELB is legacy;
 // a network load balancer passes TCP through without terminating TLS, so
@@ -49,6 +50,16 @@ func (r *run) balancers() []balancer {
 			}
 			out = append(out, b)
 		}
+	}
+	if p := int32(sp.DeployHookPort); p != 0 {
+		// The deploy hook speaks HTTPS with the cluster CA's certificates:
+		// a network load balancer passes it through untouched. It has the
+		// load balancers' security group, so the nodes admit it by group.
+		out = append(out, balancer{
+			name: sp.name("deploy"), group: sp.Groups[0].Name, label: "deploy",
+			typ: elbtypes.LoadBalancerTypeEnumNetwork, scheme: elbtypes.LoadBalancerSchemeEnumInternetFacing,
+			securityGroups: []string{r.lbSG}, protocol: elbtypes.ProtocolEnumTcp, port: p, target: p,
+		})
 	}
 	return append(out, balancer{
 		name: sp.name("etcd"), group: sp.Groups[0].Name,

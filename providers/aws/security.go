@@ -62,6 +62,9 @@ func (r *run) securityGroups(ctx context.Context) error {
 			}
 		}
 	}
+	if p := sp.DeployHookPort; p != 0 && !slices.Contains(ports, p) {
+		ports = append(ports, p) // the deploy hook's load balancer listens on it
+	}
 	sort.Ints(ports)
 	for _, p := range ports {
 		lbRules = append(lbRules, rule{proto: "tcp", from: int32(p), to: int32(p), cidr: "0.0.0.0/0"})

@@ -198,8 +198,8 @@ func (s *Spec) prepare() error {
 				lb.TargetPort = lb.Port
 			}
 			switch {
-			case lb.Name == "etcd" || lbNames[lb.Name]:
-				return bad(lf("name"), "is reserved or used twice; load balancer names are unique and \"etcd\" is the cluster's own")
+			case lb.Name == "etcd" || lb.Name == "deploy" || lbNames[lb.Name]:
+				return bad(lf("name"), "is reserved or used twice; load balancer names are unique, and \"etcd\" and \"deploy\" are the cluster's own")
 			case len(s.Cluster)+1+len(lb.Name) > maxELBName:
 				return bad(lf("name"), "%q is longer than AWS's %d characters; shorten it or the cluster name", s.Cluster+"-"+lb.Name, maxELBName)
 			case lb.Port < 1 || lb.Port > 65535 || lb.TargetPort < 1 || lb.TargetPort > 65535:

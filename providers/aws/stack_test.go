@@ -248,7 +248,7 @@ func TestApplyFromNothing(t *testing.T) {
 			t.Errorf("demo-nodes lacks %q: %v", want, rules["demo-nodes"])
 		}
 	}
-	if !slices.Equal(rules["demo-lb"], []string{"tcp 80 from 0.0.0.0/0"}) {
+	if !slices.Equal(rules["demo-lb"], []string{"tcp 80 from 0.0.0.0/0", "tcp 9443 from 0.0.0.0/0"}) { // web, deploy hook
 		t.Errorf("demo-lb rules %v", rules["demo-lb"])
 	}
 
@@ -331,7 +331,7 @@ func TestApplyFromNothing(t *testing.T) {
 	if propagated[tagCluster] != "demo" || propagated[tagGroup] != "core" {
 		t.Errorf("tags propagated at launch: %v", propagated)
 	}
-	if len(a.TargetGroupARNs) != 2 { // web and etcd
+	if len(a.TargetGroupARNs) != 3 { // web, the deploy hook and etcd
 		t.Errorf("core's target groups: %v", a.TargetGroupARNs)
 	}
 	inst := must[[]Instance](t)(s.Instances(ctx, "core"))

@@ -495,9 +495,9 @@ func decodeLoadBalancer(b *hcl.Block, ctx *hcl.EvalContext) (LoadBalancer, hcl.D
 	case strings.HasPrefix(strings.ToLower(n), "internal-"):
 		diags = append(diags, labelError(b, "Invalid load_balancer name",
 			fmt.Sprintf("load_balancer name %q must not start with \"internal-\": AWS reserves that prefix.", n)))
-	case n == "etcd":
+	case n == "etcd" || n == "deploy":
 		diags = append(diags, labelError(b, "Invalid load_balancer name",
-			`load_balancer name "etcd" is reserved: "<cluster>-etcd" is the cluster's internal etcd load balancer. Choose another name.`))
+			fmt.Sprintf(`load_balancer name %q is reserved: "<cluster>-etcd" is the cluster's internal etcd load balancer and "<cluster>-deploy" its deploy hook's. Choose another name.`, n)))
 	}
 	for _, f := range []struct {
 		name   string
