@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -46,15 +45,7 @@ type awsCluster struct {
 // instance metadata), and shortens the Stack's waits.
 func newAWSCluster(t *testing.T) *awsCluster {
 	t.Helper()
-	home := t.TempDir()
-	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
-	t.Setenv("AWS_SESSION_TOKEN", "")
-	t.Setenv("AWS_PROFILE", "")
-	t.Setenv("AWS_ENDPOINT_URL", "")
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(home, "config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(home, "credentials"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	awsemu.SetTestEnv(t)
 	provision.SetAWSStackOptions(t, awsprov.Options{WaitDelay: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, ProfileWait: 30 * time.Second})
 	e := awsemu.New(awsemu.Options{})
 	url, err := e.Start()
@@ -69,8 +60,7 @@ func newAWSCluster(t *testing.T) *awsCluster {
 	if err := os.WriteFile(bin, []byte("#!/bin/sh\necho corral for the emulator\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cfg := aws.Config{Region: "us-west-2", BaseEndpoint: aws.String(url),
-		Credentials: credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "secret", "")}
+	cfg := awsemu.TestConfig(url)
 	c := &awsCluster{t: t, emu: e, url: url, dir: dir, file: filepath.Join(dir, "demo.hcl"), bin: bin,
 		ec2: ec2.NewFromConfig(cfg), asg: autoscaling.NewFromConfig(cfg),
 		s3: s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true })}
@@ -446,18 +436,8 @@ func TestAWSUserData(t *testing.T) {
 // as from the file.
 func TestAWSProfileAndEndpoint(t *testing.T) {
 	c := newAWSCluster(t)
-	home := t.TempDir()
-	config, creds := filepath.Join(home, "config"), filepath.Join(home, "credentials")
-	if err := os.WriteFile(config, []byte("[profile emu]\nregion = us-west-2\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(creds, []byte("[emu]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("AWS_CONFIG_FILE", config)
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", creds)
-	t.Setenv("AWS_ACCESS_KEY_ID", "")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	awsemu.SetTestProfiles(t, "[profile emu]\nregion = us-west-2\n",
+		"[emu]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = secret\n")
 	c.writeWith("desired_capacity = 3", `profile = "missing"`)
 
 	var out bytes.Buffer

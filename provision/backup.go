@@ -22,49 +22,34 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// backupMarker, in the cluster's state directory, records the backup
-// settings provision last wrote, so a file without a backup block costs
-// no etcd connection unless scheduled snapshots have to be turned off.
-const backupMarker = "backup.json"
+// backupSetting is the backup block as a cluster-wide setting.
+var backupSetting = setting{
+	key:     backup.SettingsKey,
+	marker:  "backup.json",
+	off:     "scheduled snapshots",
+	offNote: "backup: scheduled snapshots off (no backup block)",
+}
 
 // ensureBackup writes the backup block where every clusterd watches it
 // (backup.SettingsKey), or removes it when the file no longer has one:
 // the elected machine starts, changes or stops taking snapshots without a
 // restart, as with the logs block.
 func (c *cluster) ensureBackup(ctx context.Context, timeout time.Duration) error {
-	marker := filepath.Join(c.dir.Path, backupMarker)
+	var value func() (settingValue, error)
+	var s backup.Settings
+	if c.cfg.Backup != nil {
+		s = c.cfg.Backup.Settings(c.cfg.Cluster.Name)
+		value = func() (settingValue, error) {
+			return settingValue{put: s, record: s, name: "backup " + s.Destination}, nil
+		}
+	}
 	// A restored cluster holds the settings of the one it came from: the
 	// file's (or none) must replace them even without a marker.
-	if _, err := os.Stat(marker); c.cfg.Backup == nil && errors.Is(err, fs.ErrNotExist) && c.restore == nil {
-		return nil
+	written, err := c.ensureSetting(ctx, timeout, backupSetting, c.restore != nil, value)
+	if written {
+		fmt.Fprintf(c.opts.Out, "backup: a snapshot every %s to %s, newest %d kept\n", s.Schedule, s.Destination, s.Keep)
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cli, err := c.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	if c.cfg.Backup == nil {
-		if _, err := cli.Delete(ctx, backup.SettingsKey); err != nil {
-			return fmt.Errorf("turning scheduled snapshots off (%s): %w", backup.SettingsKey, err)
-		}
-		fmt.Fprintf(c.opts.Out, "backup: scheduled snapshots off (no backup block)\n")
-		if err := os.Remove(marker); !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		return nil
-	}
-	s := c.cfg.Backup.Settings(c.cfg.Cluster.Name)
-	val, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	if _, err := cli.Put(ctx, backup.SettingsKey, string(val)); err != nil {
-		return fmt.Errorf("backup %s: writing %s: %w", s.Destination, backup.SettingsKey, err)
-	}
-	fmt.Fprintf(c.opts.Out, "backup: a snapshot every %s to %s, newest %d kept\n", s.Schedule, s.Destination, s.Keep)
-	return os.WriteFile(marker, val, 0o600)
+	return err
 }
 
 // BackupOptions tune `provision backup`.

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -23,11 +22,14 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// deployHookMarker, in the cluster's state directory, records that
-// provision wrote deploy hook settings (without the secret), so a file
-// without a deploy_hook block costs no etcd connection unless the hook
-// has to be turned off.
-const deployHookMarker = "deploy_hook.json"
+// deployHookSetting is the deploy_hook block as a cluster-wide setting;
+// its marker keeps the settings without the secret.
+var deployHookSetting = setting{
+	key:     deployhook.SettingsKey,
+	marker:  "deploy_hook.json",
+	off:     "the deploy hook",
+	offNote: "deploy hook: off (no deploy_hook block)",
+}
 
 // deployHookSecretFile, in the state's pki directory, keeps the secret
 // provision generated for a deploy_hook block that sets none.
@@ -70,42 +72,28 @@ func (c *cluster) deployHookSettings(generate bool) (s *deployhook.Settings, gen
 // longer has one, so the hook starts, changes or stops on the running
 // machines without restarting them.
 func (c *cluster) ensureDeployHook(ctx context.Context, timeout time.Duration) error {
-	marker := filepath.Join(c.dir.Path, deployHookMarker)
-	if _, err := os.Stat(marker); c.cfg.DeployHook == nil && errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cli, err := c.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	if c.cfg.DeployHook == nil {
-		if _, err := cli.Delete(ctx, deployhook.SettingsKey); err != nil {
-			return fmt.Errorf("turning the deploy hook off (%s): %w", deployhook.SettingsKey, err)
+	var value func() (settingValue, error)
+	var s *deployhook.Settings
+	var generated bool
+	if c.cfg.DeployHook != nil {
+		value = func() (settingValue, error) {
+			var err error
+			if s, generated, err = c.deployHookSettings(true); err != nil {
+				return settingValue{}, err
+			}
+			public := deployhook.Settings{Key: s.Key, Port: s.Port}
+			return settingValue{put: s, record: public, name: "deploy_hook"}, nil
 		}
-		fmt.Fprintf(c.opts.Out, "deploy hook: off (no deploy_hook block)\n")
-		return os.Remove(marker)
 	}
-	s, generated, err := c.deployHookSettings(true)
-	if err != nil {
-		return err
+	written, err := c.ensureSetting(ctx, timeout, deployHookSetting, false, value)
+	if written {
+		fmt.Fprintf(c.opts.Out, "deploy hook: POST https://<any node>:%d%s writes %s; send one with `provision deploy %s JSON`\n",
+			s.Port, deployhook.Path, s.Key, c.opts.File)
+		if generated {
+			fmt.Fprintf(c.opts.Out, "deploy hook: generated its secret; `provision deploy %s --show-secret` prints it\n", c.opts.File)
+		}
 	}
-	val, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	if _, err := cli.Put(ctx, deployhook.SettingsKey, string(val)); err != nil {
-		return fmt.Errorf("deploy_hook: writing %s: %w", deployhook.SettingsKey, err)
-	}
-	fmt.Fprintf(c.opts.Out, "deploy hook: POST https://<any node>:%d%s writes %s; send one with `provision deploy %s JSON`\n",
-		s.Port, deployhook.Path, s.Key, c.opts.File)
-	if generated {
-		fmt.Fprintf(c.opts.Out, "deploy hook: generated its secret; `provision deploy %s --show-secret` prints it\n", c.opts.File)
-	}
-	public, _ := json.Marshal(deployhook.Settings{Key: s.Key, Port: s.Port})
-	return os.WriteFile(marker, public, 0o600)
+	return err
 }
 
 // DeployOptions are `provision deploy`'s.

@@ -170,11 +170,9 @@ func TestS3Destination(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
+	awsemu.SetTestEnv(t)
 	t.Setenv("AWS_ENDPOINT_URL", url)
-	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "SECRETEXAMPLE")
 	t.Setenv("AWS_REGION", e.Region())
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	ctx := context.Background()
 	set := Settings{Cluster: "prod", Schedule: "1h", Keep: 2, Destination: "s3"}
 	if _, err := Open(ctx, set); err != nil {

@@ -9,8 +9,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/corral-dev/corral/clusterd/election"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
 // electionKey is where the machines campaign to be the one that takes the
@@ -60,43 +60,8 @@ func (s *Scheduler) Run(ctx context.Context) {
 		s.Log = slog.Default()
 	}
 	s.Log = s.Log.With("component", "backup")
-	for ctx.Err() == nil {
-		if err := s.lead(ctx); err != nil && ctx.Err() == nil {
-			s.Log.Warn("backup scheduler stopped leading", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-		}
-	}
-}
-
-// lead wins the election, then runs the schedule until the session ends.
-func (s *Scheduler) lead(ctx context.Context) error {
-	sess, err := concurrency.NewSession(s.Client, concurrency.WithTTL(int(s.TTL/time.Second)), concurrency.WithContext(ctx))
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
-	el := concurrency.NewElection(sess, electionKey)
-	if err := el.Campaign(ctx, s.MachineID); err != nil {
-		return err
-	}
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-sess.Done():
-			cancel()
-		case <-lctx.Done():
-		}
-	}()
-	leader := clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev())
-	err = s.loop(lctx, leader)
-	if ctx.Err() != nil {
-		return nil
-	}
-	return fmt.Errorf("leadership lost: %w", err)
+	c := election.Campaign{Client: s.Client, Key: electionKey, ID: s.MachineID, TTL: s.TTL, Name: "backup scheduler", Log: s.Log}
+	c.Run(ctx, s.loop)
 }
 
 // loop waits for each snapshot to fall due, following the settings as

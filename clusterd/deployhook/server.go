@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/corral-dev/corral/clusterd/settings"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -134,17 +134,7 @@ func (s *Server) Run(ctx context.Context) {
 		}
 		port = set.Port
 	}
-	for ctx.Err() == nil {
-		err := follow(ctx, s.Client, SettingsKey, apply)
-		if ctx.Err() != nil {
-			return
-		}
-		s.Log.Warn("watching "+SettingsKey+"; retrying", "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
+	settings.Watch(ctx, s.Client, SettingsKey, s.Log, apply)
 }
 
 // listen starts serving h at Path on the port.
@@ -161,33 +151,4 @@ func (s *Server) listen(h http.Handler, port int) (*http.Server, error) {
 	go srv.ServeTLS(ln, "", "")
 	s.Log.Info("serving the deploy hook", "url", "https://"+addr+Path)
 	return srv, nil
-}
-
-// follow reads key and then each change to it, calling apply with the
-// value (nil when absent), until the watch breaks or ctx ends.
-func follow(ctx context.Context, cli *clientv3.Client, key string, apply func([]byte)) error {
-	resp, err := cli.Get(ctx, key)
-	if err != nil {
-		return err
-	}
-	var val []byte
-	if len(resp.Kvs) > 0 {
-		val = resp.Kvs[0].Value
-	}
-	apply(val)
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	for wr := range cli.Watch(wctx, key, clientv3.WithRev(resp.Header.Revision+1)) {
-		if err := wr.Err(); err != nil {
-			return err
-		}
-		for _, ev := range wr.Events {
-			if ev.Type == clientv3.EventTypeDelete {
-				apply(nil)
-			} else {
-				apply(ev.Kv.Value)
-			}
-		}
-	}
-	return errors.New("watch closed")
 }

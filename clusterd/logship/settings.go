@@ -3,14 +3,13 @@ package logship
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"time"
 
+	"github.com/corral-dev/corral/clusterd/settings"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -107,43 +106,5 @@ func Watch(ctx context.Context, cli *clientv3.Client, sh *Shipper, log *slog.Log
 		sh.SetSink(sink, s.QueueLines, s.QueueBytes)
 		log.Info("shipping logs", "to", sink.String())
 	}
-	for ctx.Err() == nil {
-		err := watchOnce(ctx, cli, apply)
-		if ctx.Err() != nil {
-			return
-		}
-		log.Warn("watching "+SettingsKey+"; retrying", "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-// watchOnce reads the key and follows its changes until the watch breaks.
-func watchOnce(ctx context.Context, cli *clientv3.Client, apply func([]byte)) error {
-	resp, err := cli.Get(ctx, SettingsKey)
-	if err != nil {
-		return err
-	}
-	var val []byte
-	if len(resp.Kvs) > 0 {
-		val = resp.Kvs[0].Value
-	}
-	apply(val)
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	for wr := range cli.Watch(wctx, SettingsKey, clientv3.WithRev(resp.Header.Revision+1)) {
-		if err := wr.Err(); err != nil {
-			return err
-		}
-		for _, ev := range wr.Events {
-			if ev.Type == clientv3.EventTypeDelete {
-				apply(nil)
-			} else {
-				apply(ev.Kv.Value)
-			}
-		}
-	}
-	return errors.New("watch closed")
+	settings.Watch(ctx, cli, SettingsKey, log, apply)
 }

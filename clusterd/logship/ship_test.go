@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
 	"github.com/corral-dev/corral/clusterd/driver/execdriver"
 	"github.com/corral-dev/corral/clusterd/logship"
@@ -105,11 +104,8 @@ func cloudWatch(t *testing.T) (*cloudwatchlogs.Client, *gate) {
 	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
 	t.Cleanup(g.unblock) // let held requests finish, so srv.Close returns
-	cfg := aws.Config{
-		Region:       e.Region(),
-		Credentials:  credentials.NewStaticCredentialsProvider("AKID", "SECRET", ""),
-		BaseEndpoint: aws.String(srv.URL),
-	}
+	cfg := awsemu.TestConfig(srv.URL)
+	cfg.Region = e.Region()
 	return cloudwatchlogs.NewFromConfig(cfg), g
 }
 

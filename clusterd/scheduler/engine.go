@@ -15,11 +15,11 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/corral-dev/corral/clusterd/election"
 	"github.com/corral-dev/corral/clusterd/membership"
 	"github.com/corral-dev/corral/clusterd/registry"
 	"github.com/corral-dev/corral/clusterd/unitstore"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
 // electionKey is where engines campaign.
@@ -52,47 +52,14 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.Log = slog.Default()
 	}
 	e.Log = e.Log.With("component", "engine")
-	for ctx.Err() == nil {
-		if err := e.lead(ctx); err != nil && ctx.Err() == nil {
-			e.Log.Warn("engine stopped leading", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
+	c := election.Campaign{Client: e.Client, Key: electionKey, ID: e.MachineID, TTL: e.TTL, Name: "engine", Log: e.Log}
+	c.Run(ctx, func(ctx context.Context, leader clientv3.Cmp) error {
+		s := &scheduler{
+			client: e.Client, grace: e.Grace, log: e.Log, lost: map[string]time.Time{}, fleets: newFleetCache(), track: newTracker(e.Observer),
+			leader: leader,
 		}
-	}
-	return nil
-}
-
-// lead wins the election, then schedules until the session is lost.
-func (e *Engine) lead(ctx context.Context) error {
-	sess, err := concurrency.NewSession(e.Client, concurrency.WithTTL(int(e.TTL/time.Second)), concurrency.WithContext(ctx))
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
-	el := concurrency.NewElection(sess, electionKey)
-	if err := el.Campaign(ctx, e.MachineID); err != nil {
-		return err
-	}
-	e.Log.Info("elected engine")
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-sess.Done():
-			cancel()
-		case <-lctx.Done():
-		}
-	}()
-	s := &scheduler{
-		client: e.Client, grace: e.Grace, log: e.Log, lost: map[string]time.Time{}, fleets: newFleetCache(), track: newTracker(e.Observer),
-		leader: clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev()),
-	}
-	err = s.loop(lctx)
-	if sess.Ctx().Err() != nil || ctx.Err() == nil {
-		return fmt.Errorf("leadership lost: %w", err)
-	}
+		return s.loop(ctx)
+	})
 	return nil
 }
 

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -46,8 +45,8 @@ type account struct {
 func newAccount(t *testing.T, e *awsemu.Emulator, url string, vpc netip.Prefix) *account {
 	t.Helper()
 	ctx := context.Background()
-	a := &account{cfg: aws.Config{Region: e.Region(), BaseEndpoint: aws.String(url),
-		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "SECRETTEST", "")}}
+	a := &account{cfg: awsemu.TestConfig(url)}
+	a.cfg.Region = e.Region()
 	a.ec2 = ec2.NewFromConfig(a.cfg)
 	a.s3 = s3.NewFromConfig(a.cfg, func(o *s3.Options) { o.UsePathStyle = true })
 	v, err := a.ec2.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String(vpc.String())})

@@ -466,16 +466,20 @@ func (s *ec2State) describeVpcs(q query) (string, error) {
 	return x("vpcSet", items...), nil
 }
 
-func (s *ec2State) vpc(id string) (*vpc, error) {
+// byID is the resource id in m, or EC2's error for a missing parameter
+// (named param) or an unknown id.
+func byID[T any](m map[string]*T, id, param string) (*T, error) {
 	if id == "" {
-		return nil, errf("MissingParameter", "The request must contain the parameter vpcId")
+		return nil, errf("MissingParameter", "The request must contain the parameter %s", param)
 	}
-	v := s.vpcs[id]
-	if v == nil {
+	r := m[id]
+	if r == nil {
 		return nil, notFound(id)
 	}
-	return v, nil
+	return r, nil
 }
+
+func (s *ec2State) vpc(id string) (*vpc, error) { return byID(s.vpcs, id, "vpcId") }
 
 func (s *ec2State) deleteVpc(q query) (string, error) {
 	v, err := s.vpc(q.get("VpcId"))
@@ -613,16 +617,7 @@ func (s *ec2State) describeSubnets(q query) (string, error) {
 	return x("subnetSet", items...), nil
 }
 
-func (s *ec2State) subnet(id string) (*subnet, error) {
-	if id == "" {
-		return nil, errf("MissingParameter", "The request must contain the parameter subnetId")
-	}
-	sn := s.subnets[id]
-	if sn == nil {
-		return nil, notFound(id)
-	}
-	return sn, nil
-}
+func (s *ec2State) subnet(id string) (*subnet, error) { return byID(s.subnets, id, "subnetId") }
 
 func (s *ec2State) deleteSubnet(q query) (string, error) {
 	sn, err := s.subnet(q.get("SubnetId"))

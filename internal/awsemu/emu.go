@@ -74,7 +74,7 @@ type Emulator struct {
 // New returns an Emulator with all services built in this package registered.
 func New(opts Options) *Emulator {
 	if opts.Region == "" {
-		opts.Region = "us-west-2"
+		opts.Region = DefaultRegion
 	}
 	if opts.AccountID == "" {
 		opts.AccountID = "123456789012"

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -18,7 +17,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
@@ -41,11 +39,7 @@ func startEmu(t *testing.T, opts Options) (*Emulator, aws.Config) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
-	return e, aws.Config{
-		Region:       "us-west-2",
-		Credentials:  credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "secret", ""),
-		BaseEndpoint: aws.String(url),
-	}
+	return e, TestConfig(url)
 }
 
 // scopeAuth is an Authorization header whose credential scope routes a
@@ -574,15 +568,9 @@ func TestEndpointEnvAndCallerIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	dir := t.TempDir()
+	SetTestEnv(t)
 	t.Setenv("AWS_ENDPOINT_URL", url)
 	t.Setenv("AWS_REGION", "us-west-2")
-	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
-	t.Setenv("AWS_PROFILE", "")
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	os.Unsetenv("AWS_PROFILE")
 	ctx := context.Background()
 	cfg, err := config.LoadDefaultConfig(ctx)

@@ -12,21 +12,17 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
 )
 
 // svcTestConfig is an SDK configuration pointed at an emulated service.
 func svcTestConfig(endpoint string, client *http.Client) aws.Config {
-	return aws.Config{
-		Region:           "us-west-2",
-		Credentials:      credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "SECRETEXAMPLE", ""),
-		BaseEndpoint:     aws.String(endpoint),
-		HTTPClient:       client,
-		RetryMaxAttempts: 1,
-		Retryer:          func() aws.Retryer { return aws.NopRetryer{} },
-	}
+	cfg := TestConfig(endpoint)
+	cfg.HTTPClient = client
+	cfg.RetryMaxAttempts = 1
+	cfg.Retryer = func() aws.Retryer { return aws.NopRetryer{} }
+	return cfg
 }
 
 func newIAMTestClient(t *testing.T) (*iam.Client, *iamService) {

@@ -145,6 +145,18 @@ func logsDecode(body []byte, v any) *logsError {
 var logsGroupNameRE = regexp.MustCompile(`^[\.\-_/#A-Za-z0-9]{1,512}$`)
 var logsStreamNameRE = regexp.MustCompile(`^[^:*]{1,512}$`)
 
+// groupIn is the log group a request that names only one
+// ({"logGroupName": ...}) is about.
+func (s *logsService) groupIn(body []byte) (*logsGroup, *logsError) {
+	var in struct {
+		LogGroupName string `json:"logGroupName"`
+	}
+	if err := logsDecode(body, &in); err != nil {
+		return nil, err
+	}
+	return s.group(in.LogGroupName)
+}
+
 func (s *logsService) group(name string) (*logsGroup, *logsError) {
 	if name == "" {
 		return nil, logsInvalid("1 validation error detected: Value null at 'logGroupName' failed to satisfy constraint: Member must not be null")
@@ -324,13 +336,7 @@ func (s *logsService) describeLogGroups(region string, body []byte) (any, *logsE
 }
 
 func (s *logsService) deleteLogGroup(region string, body []byte) (any, *logsError) {
-	var in struct {
-		LogGroupName string `json:"logGroupName"`
-	}
-	if err := logsDecode(body, &in); err != nil {
-		return nil, err
-	}
-	g, err := s.group(in.LogGroupName)
+	g, err := s.groupIn(body)
 	if err != nil {
 		return nil, err
 	}
@@ -361,13 +367,7 @@ func (s *logsService) putRetentionPolicy(region string, body []byte) (any, *logs
 }
 
 func (s *logsService) deleteRetentionPolicy(region string, body []byte) (any, *logsError) {
-	var in struct {
-		LogGroupName string `json:"logGroupName"`
-	}
-	if err := logsDecode(body, &in); err != nil {
-		return nil, err
-	}
-	g, err := s.group(in.LogGroupName)
+	g, err := s.groupIn(body)
 	if err != nil {
 		return nil, err
 	}

@@ -196,6 +196,30 @@ func (s *s3Service) bucket(name string) (*s3Bucket, *s3Error) {
 	return b, nil
 }
 
+// withBucket runs f on the bucket name under the lock: f reads or changes
+// a bucket subresource (lifecycle, tags, public access block), so what f
+// copies out is consistent.
+func (s *s3Service) withBucket(name string, f func(b *s3Bucket)) *s3Error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, err := s.bucket(name)
+	if err != nil {
+		return err
+	}
+	f(b)
+	return nil
+}
+
+// updateBucket changes the bucket name with f, as withBucket, and answers
+// status with no body, as S3's subresource PUTs and DELETEs do.
+func (s *s3Service) updateBucket(w http.ResponseWriter, name string, status int, f func(b *s3Bucket)) *s3Error {
+	if err := s.withBucket(name, f); err != nil {
+		return err
+	}
+	w.WriteHeader(status)
+	return nil
+}
+
 func (s *s3Service) serveBucket(w http.ResponseWriter, r *http.Request, name string) *s3Error {
 	q := r.URL.Query()
 	switch {
@@ -714,24 +738,14 @@ func (s *s3Service) bucketLifecycle(w http.ResponseWriter, r *http.Request, name
 				return s3Err(http.StatusBadRequest, "InvalidArgument", "'Days' for Expiration action must be a positive integer")
 			}
 		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		b, err := s.bucket(name)
-		if err != nil {
-			return err
-		}
-		b.lifecycle = body
-		w.WriteHeader(http.StatusOK)
-		return nil
+		return s.updateBucket(w, name, http.StatusOK, func(b *s3Bucket) {
+			b.lifecycle = body
+		})
 	case http.MethodGet:
-		s.mu.Lock()
-		b, err := s.bucket(name)
 		var doc []byte
-		if err == nil {
+		if err := s.withBucket(name, func(b *s3Bucket) {
 			doc = b.lifecycle
-		}
-		s.mu.Unlock()
-		if err != nil {
+		}); err != nil {
 			return err
 		}
 		if doc == nil {
@@ -745,15 +759,9 @@ func (s *s3Service) bucketLifecycle(w http.ResponseWriter, r *http.Request, name
 		_, _ = w.Write(doc)
 		return nil
 	case http.MethodDelete:
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		b, err := s.bucket(name)
-		if err != nil {
-			return err
-		}
-		b.lifecycle = nil
-		w.WriteHeader(http.StatusNoContent)
-		return nil
+		return s.updateBucket(w, name, http.StatusNoContent, func(b *s3Bucket) {
+			b.lifecycle = nil
+		})
 	}
 	return s3Err(http.StatusMethodNotAllowed, "MethodNotAllowed", "The specified method is not allowed against this resource.")
 }
@@ -782,25 +790,15 @@ func (s *s3Service) bucketTagging(w http.ResponseWriter, r *http.Request, name s
 			}
 			seen[tg.Key] = true
 		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		b, err := s.bucket(name)
-		if err != nil {
-			return err
-		}
-		b.tags, b.hasTags = t.TagSet, true
-		w.WriteHeader(http.StatusNoContent)
-		return nil
+		return s.updateBucket(w, name, http.StatusNoContent, func(b *s3Bucket) {
+			b.tags, b.hasTags = t.TagSet, true
+		})
 	case http.MethodGet:
-		s.mu.Lock()
-		b, err := s.bucket(name)
 		var tags []s3Tag
 		has := false
-		if err == nil {
+		if err := s.withBucket(name, func(b *s3Bucket) {
 			tags, has = slices.Clone(b.tags), b.hasTags
-		}
-		s.mu.Unlock()
-		if err != nil {
+		}); err != nil {
 			return err
 		}
 		if !has {
@@ -811,15 +809,9 @@ func (s *s3Service) bucketTagging(w http.ResponseWriter, r *http.Request, name s
 		writeXMLValue(w, http.StatusOK, s3Tagging{Xmlns: s3Namespace, TagSet: tags})
 		return nil
 	case http.MethodDelete:
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		b, err := s.bucket(name)
-		if err != nil {
-			return err
-		}
-		b.tags, b.hasTags = nil, false
-		w.WriteHeader(http.StatusNoContent)
-		return nil
+		return s.updateBucket(w, name, http.StatusNoContent, func(b *s3Bucket) {
+			b.tags, b.hasTags = nil, false
+		})
 	}
 	return s3Err(http.StatusMethodNotAllowed, "MethodNotAllowed", "The specified method is not allowed against this resource.")
 }
@@ -835,26 +827,18 @@ func (s *s3Service) bucketPublicAccessBlock(w http.ResponseWriter, r *http.Reque
 		if xml.Unmarshal(body, &cfg) != nil {
 			return s3MalformedXML()
 		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		b, err := s.bucket(name)
-		if err != nil {
-			return err
-		}
-		cfg.Xmlns = s3Namespace
-		b.publicAccess = &cfg
-		w.WriteHeader(http.StatusOK)
-		return nil
+		return s.updateBucket(w, name, http.StatusOK, func(b *s3Bucket) {
+			cfg.Xmlns = s3Namespace
+			b.publicAccess = &cfg
+		})
 	case http.MethodGet:
-		s.mu.Lock()
-		b, err := s.bucket(name)
 		var cfg *s3PublicAccessBlock
-		if err == nil && b.publicAccess != nil {
-			c := *b.publicAccess
-			cfg = &c
-		}
-		s.mu.Unlock()
-		if err != nil {
+		if err := s.withBucket(name, func(b *s3Bucket) {
+			if b.publicAccess != nil {
+				c := *b.publicAccess
+				cfg = &c
+			}
+		}); err != nil {
 			return err
 		}
 		if cfg == nil {
@@ -865,15 +849,9 @@ func (s *s3Service) bucketPublicAccessBlock(w http.ResponseWriter, r *http.Reque
 		writeXMLValue(w, http.StatusOK, cfg)
 		return nil
 	case http.MethodDelete:
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		b, err := s.bucket(name)
-		if err != nil {
-			return err
-		}
-		b.publicAccess = nil
-		w.WriteHeader(http.StatusNoContent)
-		return nil
+		return s.updateBucket(w, name, http.StatusNoContent, func(b *s3Bucket) {
+			b.publicAccess = nil
+		})
 	}
 	return s3Err(http.StatusMethodNotAllowed, "MethodNotAllowed", "The specified method is not allowed against this resource.")
 }

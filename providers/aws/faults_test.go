@@ -30,7 +30,7 @@ var scopeRE = regexp.MustCompile(`Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_requ
 // itself (AWS behaviour the emulator lacks) by returning true.
 func front(t *testing.T, answer func(w http.ResponseWriter, service, action string, form url.Values) bool) (*awsemu.Emulator, string) {
 	t.Helper()
-	env(t)
+	awsemu.SetTestEnv(t)
 	e := awsemu.New(awsemu.Options{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		service := ""

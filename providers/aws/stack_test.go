@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -19,7 +17,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -35,21 +32,6 @@ import (
 	"github.com/corral-dev/corral/internal/syncbuf"
 )
 
-// env points the SDK's default chain at static test credentials and away
-// from this host's AWS files and instance metadata.
-func env(t *testing.T) {
-	t.Helper()
-	dir := t.TempDir()
-	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
-	t.Setenv("AWS_SESSION_TOKEN", "")
-	t.Setenv("AWS_PROFILE", "")
-	t.Setenv("AWS_ENDPOINT_URL", "")
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-}
-
 // emu starts an emulator for the test and returns it with its URL.
 func emu(t *testing.T) (*awsemu.Emulator, string) {
 	t.Helper()
@@ -59,7 +41,7 @@ func emu(t *testing.T) (*awsemu.Emulator, string) {
 // emuWith starts an emulator with opts.
 func emuWith(t *testing.T, opts awsemu.Options) (*awsemu.Emulator, string) {
 	t.Helper()
-	env(t)
+	awsemu.SetTestEnv(t)
 	e := awsemu.New(opts)
 	url, err := e.Start()
 	if err != nil {
@@ -129,8 +111,7 @@ type clients struct {
 }
 
 func newClients(url string) clients {
-	cfg := aws.Config{Region: "us-west-2", BaseEndpoint: aws.String(url),
-		Credentials: credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "secret", "")}
+	cfg := awsemu.TestConfig(url)
 	return clients{ec2.NewFromConfig(cfg), autoscaling.NewFromConfig(cfg), elb.NewFromConfig(cfg), iam.NewFromConfig(cfg),
 		s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true }), cloudwatchlogs.NewFromConfig(cfg)}
 }
@@ -798,18 +779,8 @@ func TestArchitecture(t *testing.T) {
 // its credentials and its endpoint_url.
 func TestSharedConfigProfile(t *testing.T) {
 	e, url := emu(t)
-	dir := t.TempDir()
-	cfg, creds := filepath.Join(dir, "config"), filepath.Join(dir, "credentials")
-	if err := os.WriteFile(cfg, []byte("[profile work]\nregion = eu-west-1\nendpoint_url = "+url+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(creds, []byte("[work]\naws_access_key_id = AKIDWORK\naws_secret_access_key = worksecret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("AWS_CONFIG_FILE", cfg)
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", creds)
-	t.Setenv("AWS_ACCESS_KEY_ID", "")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	awsemu.SetTestProfiles(t, "[profile work]\nregion = eu-west-1\nendpoint_url = "+url+"\n",
+		"[work]\naws_access_key_id = AKIDWORK\naws_secret_access_key = worksecret\n")
 	spec := testSpec("")
 	spec.Profile = "work"
 	s, _ := newStack(t, spec)

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -60,8 +59,8 @@ func New(t testing.TB) *Cloud {
 	}
 	t.Cleanup(func() { e.Close() })
 	c := &Cloud{Emu: e, URL: url, Bucket: "test-bucket"}
-	c.Config = aws.Config{Region: e.Region(), BaseEndpoint: aws.String(url),
-		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "SECRETTEST", "")}
+	c.Config = awsemu.TestConfig(url)
+	c.Config.Region = e.Region()
 	c.EC2 = ec2.NewFromConfig(c.Config)
 	c.S3 = s3.NewFromConfig(c.Config, func(o *s3.Options) { o.UsePathStyle = true })
 
