@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Two cores here: more parallel builds only thrash (etcd is big).
 GOFLAGS_BUILD := -p 2 -ldflags "-X main.version=$(VERSION)"
 # Packages with concurrency that also run under the race detector.
-RACE_PKGS := ./clusterd/agent/ ./clusterd/driver/systemddriver/ ./clusterd/store/ ./clusterd/registry/ ./clusterd/keys/ ./clusterd/overlay/subnet/ ./clusterd/overlay/backend/ ./clusterd/driver/execdriver/ ./clusterd/scheduler/ ./clusterd/metrics/ ./clusterd/deployhook/ ./clusterd/logship/... ./clusterd/membership/ ./clusterd/rebootlock/ ./bootstrap/... ./providers/pxe/ ./provision/progress/
+RACE_PKGS := ./clusterd/agent/ ./clusterd/driver/systemddriver/ ./clusterd/store/ ./clusterd/registry/ ./clusterd/keys/ ./clusterd/overlay/subnet/ ./clusterd/overlay/backend/ ./clusterd/driver/execdriver/ ./clusterd/scheduler/ ./clusterd/metrics/ ./clusterd/deployhook/ ./clusterd/logship/... ./clusterd/membership/ ./clusterd/rebootlock/ ./clusterd/election/ ./clusterd/settings/ ./clusterd/backup/ ./bootstrap/... ./providers/pxe/ ./providers/aws/ ./internal/awsemu/ ./internal/awsboot/ ./provision/progress/
 
 .PHONY: help build run test test-race bench lint clean
 
