@@ -537,6 +537,20 @@ func (a *apply) healthy(ctx context.Context, n state.Node) error {
 	if err != nil {
 		return err
 	}
+	// Where nodes elect their own role at boot (aws: a replacement finds
+	// every voter slot taken, by the node it replaces among others), the
+	// registration says what the node became: a client is healthy once
+	// joined, and the removal of the node it replaces promotes a client
+	// in its place.
+	ms, _, err := registry.List(ctx, cli)
+	if err != nil {
+		return err
+	}
+	if i := slices.IndexFunc(ms, func(m registry.Machine) bool { return m.Name == machineNameOf(a.t, n.Name) }); i >= 0 && !ms[i].Member {
+		a.c.state.Node(n.Name).Role = state.Client
+		a.show.Set("node "+n.Name, "healthy", "etcd client")
+		return a.c.dir.Save(a.c.state)
+	}
 	url := store.ClientURL(n.IP.AsSlice(), 0)
 	for {
 		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)

@@ -19,7 +19,19 @@ import (
 // is 0. It returns the lines it printed.
 func upKilledAt(t *testing.T, c *clustertest.Cluster, kill int) []string {
 	t.Helper()
-	cmd := exec.Command(c.Binary, "up", c.File, "--auto-approve", "--timeout", "1m")
+	if kill == 0 {
+		return upKilledWhen(t, c.Binary, c.File, nil)
+	}
+	n := 0
+	return upKilledWhen(t, c.Binary, c.File, func(string) bool { n++; return n == kill })
+}
+
+// upKilledWhen runs `bin up file` as a process and SIGKILLs it at the
+// first line it prints for which kill is true, or lets it finish when kill
+// is nil. It returns the lines it printed.
+func upKilledWhen(t *testing.T, bin, file string, kill func(line string) bool) []string {
+	t.Helper()
+	cmd := exec.Command(bin, "up", file, "--auto-approve", "--timeout", "1m")
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -29,20 +41,22 @@ func upKilledAt(t *testing.T, c *clustertest.Cluster, kill int) []string {
 		t.Fatal(err)
 	}
 	var lines []string
+	killed := false
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		lines = append(lines, sc.Text())
-		if len(lines) == kill {
+		if kill != nil && kill(sc.Text()) {
 			cmd.Process.Kill()
+			killed = true
 			break
 		}
 	}
 	err = cmd.Wait()
-	if kill == 0 && err != nil {
+	if kill == nil && err != nil {
 		t.Fatalf("up: %v\n%s", err, strings.Join(lines, "\n"))
 	}
-	if kill > 0 && len(lines) < kill {
-		t.Fatalf("up ended after %d lines, before line %d (%v):\n%s", len(lines), kill, err, strings.Join(lines, "\n"))
+	if kill != nil && !killed {
+		t.Fatalf("up ended after %d lines, before the line it was to be killed at (%v):\n%s", len(lines), err, strings.Join(lines, "\n"))
 	}
 	return lines
 }

@@ -57,9 +57,20 @@ func (a *apply) checkRemovals(ctx context.Context, pl *plan.Plan) error {
 }
 
 // machineOf is the node as the membership package knows it; the id is
-// empty when the node never booted far enough to have one.
+// empty when the node never booted far enough to have one. A target that
+// can't read the id from the machine (aws) has it looked up in the
+// cluster's index of known machines, under the name the node registered
+// with (its instance id): without it the node would be taken for one that
+// never booted, and terminated without leaving the cluster.
 func (a *apply) machineOf(ctx context.Context, n state.Node) membership.Machine {
-	id, _ := a.t.machineID(ctx, n)
+	id, err := a.t.machineID(ctx, n)
+	if err != nil {
+		if cli, cerr := a.client(ctx); cerr == nil {
+			if m, ferr := membership.Find(ctx, cli, machineNameOf(a.t, n.Name)); ferr == nil {
+				return m
+			}
+		}
+	}
 	return membership.Machine{ID: id, Name: n.Name, IP: n.IP.String()}
 }
 
@@ -89,9 +100,11 @@ func (a *apply) leave(ctx context.Context, n state.Node) error {
 	if err != nil {
 		return fmt.Errorf("removing %s from the cluster: %w; re-run `provision up` to carry on", n.Name, err)
 	}
-	if p := a.c.state.Node(res.Promoted); p != nil {
-		p.Role = state.Member
-		return a.c.dir.Save(a.c.state)
+	for i, p := range a.c.state.Nodes {
+		if res.Promoted != "" && machineNameOf(a.t, p.Name) == res.Promoted {
+			a.c.state.Nodes[i].Role = state.Member
+			return a.c.dir.Save(a.c.state)
+		}
 	}
 	return nil
 }

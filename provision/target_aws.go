@@ -199,14 +199,17 @@ func (t *awsTarget) spec(ctx context.Context, userData bool) (aws.Spec, error) {
 	return s, nil
 }
 
-// newStack is the Stack of the file, with user data or without.
-func (t *awsTarget) newStack(ctx context.Context, userData bool) (*aws.Stack, error) {
+// newStack is the Stack of the file, with user data or without;
+// beforeGroups, if not nil, runs in Apply before the groups are touched
+// (see aws.Options.BeforeGroups).
+func (t *awsTarget) newStack(ctx context.Context, userData bool, beforeGroups func(context.Context) error) (*aws.Stack, error) {
 	s, err := t.spec(ctx, userData)
 	if err != nil {
 		return nil, err
 	}
 	opts := t.stackOpts
 	opts.Log = t.log
+	opts.BeforeGroups = beforeGroups
 	st, err := aws.New(ctx, s, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%s: provider \"aws\": %w", t.c.opts.File, err)
@@ -217,22 +220,22 @@ func (t *awsTarget) newStack(ctx context.Context, userData bool) (*aws.Stack, er
 // infraChanges is what Stack.Plan says setup would change, resource by
 // resource; it makes read calls only.
 func (t *awsTarget) infraChanges(ctx context.Context) ([]aws.Change, error) {
-	st, err := t.newStack(ctx, true)
+	st, err := t.newStack(ctx, true, nil)
 	if err != nil {
 		return nil, err
 	}
 	return st.Plan(ctx)
 }
 
-// setup converges the infrastructure, then puts in the bucket what
+// setup converges the infrastructure and puts in the bucket what
 // instances read at boot: the bootstrap material awsnode expects (the CA
 // certificate and key, the join token), the corral binary, and the full
-// configs that user data points to. Unchanged objects are not uploaded
-// again. The bucket is made by Apply, so on the first run the instances
-// may boot before their material is there: clusterd.service restarts
-// until awsnode finds it.
+// configs that user data points to. They are uploaded once the bucket
+// exists and before any group is made or changed: Ignition fails a boot
+// whose files are missing, it does not wait for them. Unchanged objects
+// are not uploaded again.
 func (t *awsTarget) setup(ctx context.Context) error {
-	st, err := t.newStack(ctx, true)
+	st, err := t.newStack(ctx, true, t.uploadBootstrap)
 	if err != nil {
 		return err
 	}
@@ -243,7 +246,7 @@ func (t *awsTarget) setup(ctx context.Context) error {
 	if t.outputs.Bucket != t.bucketName {
 		return fmt.Errorf("aws: the stack's bucket is %q, but the user data names %q: providers/aws and provision disagree on the bucket's name", t.outputs.Bucket, t.bucketName)
 	}
-	return t.uploadBootstrap(ctx)
+	return nil
 }
 
 // uploadBootstrap uploads what instances fetch from the bucket.
@@ -364,10 +367,18 @@ func (t *awsTarget) Launch(ctx context.Context, spec providers.NodeSpec) error {
 		return fmt.Errorf("aws: node %s is not in the state", spec.Name)
 	}
 	group := n.Group
-	for {
+	for grown := false; ; {
 		inst, err := t.claim(ctx, spec.Name, group)
 		if err != nil {
 			return err
+		}
+		if inst == nil && !grown {
+			// A node recorded after setup sized the group (a replacement,
+			// made beside the node it replaces) needs the group to grow.
+			if err := t.grow(ctx, group); err != nil {
+				return err
+			}
+			grown = true
 		}
 		if inst != nil {
 			t.claimMu.Lock()
@@ -386,6 +397,28 @@ func (t *awsTarget) Launch(ctx context.Context, spec providers.NodeSpec) error {
 		case <-time.After(t.pollEvery):
 		}
 	}
+}
+
+// grow makes the group want as many instances as the state has nodes in
+// it; it changes nothing when it already does.
+func (t *awsTarget) grow(ctx context.Context, group string) error {
+	t.claimMu.Lock()
+	defer t.claimMu.Unlock()
+	if t.stack == nil {
+		return fmt.Errorf("aws: growing group %q before the infrastructure was set up", group)
+	}
+	t.c.keysMu.Lock()
+	nodes := 0
+	for _, n := range t.c.state.Nodes {
+		if n.Group == group {
+			nodes++
+		}
+	}
+	t.c.keysMu.Unlock()
+	if _, err := t.stack.Grow(ctx, group, nodes); err != nil {
+		return fmt.Errorf("aws: %w", err)
+	}
+	return nil
 }
 
 // claim returns the node's instance, tagging a free one of its group if
@@ -470,7 +503,7 @@ func (t *awsTarget) Terminate(ctx context.Context, name string) error {
 
 func (t *awsTarget) terminate(ctx context.Context, i awsInstance) error {
 	if t.stack == nil {
-		st, err := t.newStack(ctx, false)
+		st, err := t.newStack(ctx, false, nil)
 		if err != nil {
 			return err
 		}
@@ -486,7 +519,7 @@ func (t *awsTarget) terminate(ctx context.Context, i awsInstance) error {
 // teardown deletes everything tagged with the cluster (found by tag: no
 // state is needed), the bucket only with forceDeleteData.
 func (t *awsTarget) teardown(ctx context.Context) error {
-	st, err := t.newStack(ctx, false)
+	st, err := t.newStack(ctx, false, nil)
 	if err != nil {
 		return err
 	}

@@ -76,3 +76,33 @@ func (s *Stack) TerminateInstance(ctx context.Context, id string, decrement bool
 	})
 	return wrap("terminate instance", id, err)
 }
+
+// Grow makes node group group's Auto Scaling group want at least desired
+// instances (raising its maximum to match if needed), so that it launches
+// the missing ones: provision grows a group by one for each node it
+// brings up beside the one it replaces. A group that already wants that
+// many is left alone, without a mutating call; Grow never shrinks one
+// (scaling in goes through TerminateInstance, which picks the victim).
+// It prints nothing: its callers run at once, and say what grew.
+func (s *Stack) Grow(ctx context.Context, group string, desired int) (grew bool, err error) {
+	name := s.spec.name(group)
+	out, err := s.asg.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{name}})
+	if err != nil {
+		return false, wrap("describe auto scaling group", name, err)
+	}
+	if len(out.AutoScalingGroups) == 0 {
+		return false, fmt.Errorf("auto scaling group %q does not exist: run provision up first", name)
+	}
+	g := out.AutoScalingGroups[0]
+	if int(aws.ToInt32(g.DesiredCapacity)) >= desired {
+		return false, nil
+	}
+	in := &autoscaling.UpdateAutoScalingGroupInput{AutoScalingGroupName: &name, DesiredCapacity: aws.Int32(int32(desired))}
+	if int(aws.ToInt32(g.MaxSize)) < desired {
+		in.MaxSize = aws.Int32(int32(desired))
+	}
+	if _, err := s.asg.UpdateAutoScalingGroup(ctx, in); err != nil {
+		return false, wrap("grow auto scaling group", name, err)
+	}
+	return true, nil
+}

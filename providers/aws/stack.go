@@ -51,6 +51,13 @@ type Options struct {
 	// are retried while a new instance profile is not yet visible to EC2
 	// (IAM is eventually consistent); 2 minutes by default.
 	ProfileWait time.Duration
+	// BeforeGroups, when set, is called by Apply once the bucket, the
+	// role and the network exist and before any launch template or Auto
+	// Scaling group is touched: what instances fetch at boot (their
+	// binary, the bootstrap material) must be in the bucket before the
+	// first of them launches, since Ignition fails a boot on a missing
+	// file rather than waiting for it.
+	BeforeGroups func(ctx context.Context) error
 }
 
 // Stack is one cluster's AWS infrastructure.
@@ -301,6 +308,11 @@ func (s *Stack) converge(ctx context.Context, apply bool) (*run, error) {
 	})
 	if err := g.Wait(); err != nil {
 		return nil, err
+	}
+	if apply && s.opts.BeforeGroups != nil {
+		if err := s.opts.BeforeGroups(ctx); err != nil {
+			return nil, err
+		}
 	}
 	g, gctx = errgroup.WithContext(ctx)
 	for i := range s.spec.Groups {
