@@ -313,6 +313,9 @@ func TestAWSBootEndToEnd(t *testing.T) {
 	if v := c.voters(); len(v) != 3 || slices.Contains(v, core4) {
 		t.Errorf("etcd voters %v: want 3, core-4 (%s) a client", v, core4)
 	}
+	if st, n := c.status(); n != 4 {
+		t.Errorf("status shows %d joined machines after scaling out, want 4:\n%s", n, st)
+	}
 
 	// Scale in: core-4 leaves the cluster, then exactly its instance goes.
 	c.writeE2E(3, "")
