@@ -32,7 +32,7 @@ func TestAWSBootstrapProcess(t *testing.T) {
 	c.Upload(t, awsPrefix)
 	in := awsInstances(t, c, 1)[0]
 	exited := startAWSClusterd(t, c, in, 1)
-	waitAWSMachines(t, exited, in, 1, 1)
+	waitAWSMachines(t, exited, in, []awsnodetest.Instance{in}, 1, 1)
 }
 
 // Four instances with the same user data boot at once: one cluster forms,
@@ -46,7 +46,7 @@ func TestAWSBootstrapProcessesFormOneCluster(t *testing.T) {
 		go func() { exited <- <-startAWSClusterd(t, c, in, 3) }()
 	}
 	// Any node's view will do: each one's own certificate reads the registry.
-	waitAWSMachines(t, exited, ins[0], 4, 3)
+	waitAWSMachines(t, exited, ins[0], ins, 4, 3)
 }
 
 const awsPrefix = "corral/test/bootstrap/"
@@ -99,9 +99,11 @@ func startAWSClusterd(t *testing.T, c *awsnodetest.Cloud, in awsnodetest.Instanc
 }
 
 // waitAWSMachines waits (60s at most) until the registry, read through
-// in's certificate, lists n machines named by instance id, members of
-// them voters; any clusterd exiting fails the test.
-func waitAWSMachines(t *testing.T, exited <-chan error, in awsnodetest.Instance, n, voters int) {
+// in's certificate from the etcd of any of all (in may have become a
+// client, which runs none: the election decides), lists n machines named
+// by instance id, members of them voters; any clusterd exiting fails the
+// test.
+func waitAWSMachines(t *testing.T, exited <-chan error, in awsnodetest.Instance, all []awsnodetest.Instance, n, voters int) {
 	t.Helper()
 	dir := filepath.Join(filepath.Dir(t.TempDir()), "*", in.ID)
 	deadline := time.Now().Add(60 * time.Second)
@@ -114,7 +116,11 @@ func waitAWSMachines(t *testing.T, exited <-chan error, in awsnodetest.Instance,
 		}
 		if dirs, _ := filepath.Glob(dir); len(dirs) == 1 {
 			files := pki.Files{CA: filepath.Join(dirs[0], "pki", "ca.crt"), Cert: filepath.Join(dirs[0], "pki", "node.crt"), Key: filepath.Join(dirs[0], "pki", "node.key")}
-			if ms, err := machines(files, store.ClientURL(net.ParseIP(in.IP), 0)); err == nil {
+			var endpoints []string
+			for _, o := range all {
+				endpoints = append(endpoints, store.ClientURL(net.ParseIP(o.IP), 0))
+			}
+			if ms, err := machines(files, endpoints); err == nil {
 				last = ms
 				members := 0
 				for _, m := range ms {
@@ -135,13 +141,13 @@ func waitAWSMachines(t *testing.T, exited <-chan error, in awsnodetest.Instance,
 }
 
 // machines lists the registry through the node's own certificate.
-func machines(files pki.Files, endpoint string) ([]registry.Machine, error) {
+func machines(files pki.Files, endpoints []string) ([]registry.Machine, error) {
 	if _, _, _, err := files.Read(); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cli, err := store.Connect(ctx, files, []string{endpoint})
+	cli, err := store.Connect(ctx, files, endpoints)
 	if err != nil {
 		return nil, err
 	}
