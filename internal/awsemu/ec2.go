@@ -696,13 +696,7 @@ func (s *ec2State) renderIgw(g *igw, name string) string {
 	return x(name, xt("internetGatewayId", g.id), xt("ownerId", s.e.opts.AccountID), xlist("attachmentSet", "item", att), s.tagSet(g.id))
 }
 
-func (s *ec2State) igw(id string) (*igw, error) {
-	g := s.igws[id]
-	if g == nil {
-		return nil, errf("InvalidInternetGatewayID.NotFound", "The internetGateway ID '%s' does not exist", id)
-	}
-	return g, nil
-}
+func (s *ec2State) igw(id string) (*igw, error) { return byID(s.igws, id, "internetGatewayId") }
 
 func (s *ec2State) attachIgw(q query) (string, error) {
 	g, err := s.igw(q.get("InternetGatewayId"))
@@ -832,13 +826,7 @@ func (s *ec2State) describeRtbs(q query) (string, error) {
 	return x("routeTableSet", items...), nil
 }
 
-func (s *ec2State) rtb(id string) (*routeTable, error) {
-	rt := s.rtbs[id]
-	if rt == nil {
-		return nil, errf("InvalidRouteTableID.NotFound", "The routeTable ID '%s' does not exist", id)
-	}
-	return rt, nil
-}
+func (s *ec2State) rtb(id string) (*routeTable, error) { return byID(s.rtbs, id, "routeTableId") }
 
 func (s *ec2State) associateRtb(q query) (string, error) {
 	rt, err := s.rtb(q.get("RouteTableId"))
