@@ -535,16 +535,6 @@ func decodeLoadBalancer(b *hcl.Block, ctx *hcl.EvalContext) (LoadBalancer, hcl.D
 // reporting a second one of either.
 func decodeAWSBlock(block *hcl.Block, ctx *hcl.EvalContext, cfg *Config) hcl.Diagnostics {
 	var diags hcl.Diagnostics
-	var first *hcl.Range
-	switch {
-	case block.Type == "backup_bucket" && cfg.BackupBucket != nil:
-		first = &cfg.BackupBucket.DeclRange
-	case block.Type == "log_group" && cfg.LogGroup != nil:
-		first = &cfg.LogGroup.DeclRange
-	}
-	if first != nil {
-		return append(diags, duplicate(block, &hcl.Block{Type: block.Type, DefRange: *first}))
-	}
 	var (
 		schema *hcl.BodySchema
 		name   string

@@ -248,7 +248,11 @@ func decode(body hcl.Body, filename string, in Inputs, parser *hclparse.Parser) 
 	diags = append(diags, d...)
 	cfg.ctx = ctx
 
-	var cluster, provider, network, logs, hook *hcl.Block
+	// Blocks a file has at most one of: a second is reported against the
+	// first, before its body is read.
+	single := map[string]*hcl.Block{}
+	once := map[string]bool{"cluster": true, "provider": true, "network": true, "logs": true,
+		"deploy_hook": true, "backup": true, "backup_bucket": true, "log_group": true}
 	groups := make(map[string]*hcl.Block)
 	services := make(map[string]*hcl.Block)
 	// capacityRanges[i] locates NodeGroups[i].DesiredCapacity, so provider
@@ -256,51 +260,32 @@ func decode(body hcl.Body, filename string, in Inputs, parser *hclparse.Parser) 
 	var capacityRanges []hcl.Range
 
 	for _, block := range content.Blocks {
+		if once[block.Type] {
+			if first := single[block.Type]; first != nil {
+				diags = append(diags, duplicate(block, first))
+				continue
+			}
+			single[block.Type] = block
+		}
+		var d hcl.Diagnostics
 		switch block.Type {
 		case "cluster":
-			if cluster != nil {
-				diags = append(diags, duplicate(block, cluster))
-				continue
-			}
-			cluster = block
-			diags = append(diags, decodeCluster(block, ctx, &cfg.Cluster)...)
+			d = decodeCluster(block, ctx, &cfg.Cluster)
 		case "provider":
-			if provider != nil {
-				diags = append(diags, duplicate(block, provider))
-				continue
-			}
-			provider = block
-			diags = append(diags, decodeProvider(block, ctx, filepath.Dir(filename), &cfg.Provider)...)
+			d = decodeProvider(block, ctx, filepath.Dir(filename), &cfg.Provider)
 		case "network":
-			if network != nil {
-				diags = append(diags, duplicate(block, network))
-				continue
-			}
-			network = block
-			var d hcl.Diagnostics
 			cfg.Network, d = decodeNetwork(block, ctx)
-			diags = append(diags, d...)
 		case "logs":
-			if logs != nil {
-				diags = append(diags, duplicate(block, logs))
-				continue
-			}
-			logs = block
-			var d hcl.Diagnostics
 			cfg.Logs, d = decodeLogs(block, ctx)
-			diags = append(diags, d...)
 		case "deploy_hook":
-			if hook != nil {
-				diags = append(diags, duplicate(block, hook))
-				continue
-			}
-			hook = block
-			var d hcl.Diagnostics
 			cfg.DeployHook, d = decodeDeployHook(block, ctx)
-			diags = append(diags, d...)
+		case "backup":
+			cfg.Backup, d = decodeBackup(block, ctx)
+		case "backup_bucket", "log_group":
+			d = decodeAWSBlock(block, ctx, cfg)
 		case "node_group":
-			g, capRange, d := decodeNodeGroup(block, ctx, filepath.Dir(filename))
-			diags = append(diags, d...)
+			g, capRange, gd := decodeNodeGroup(block, ctx, filepath.Dir(filename))
+			diags = append(diags, gd...)
 			if first, ok := groups[g.Name]; ok {
 				diags = append(diags, duplicate(block, first))
 				continue
@@ -316,24 +301,14 @@ func decode(body hcl.Body, filename string, in Inputs, parser *hclparse.Parser) 
 				continue
 			}
 			services[block.Labels[0]] = block
-			s, d := decodeService(block, ctx, filepath.Dir(filename))
-			diags = append(diags, d...)
+			var s Service
+			s, d = decodeService(block, ctx, filepath.Dir(filename))
 			cfg.Services = append(cfg.Services, s)
-		case "backup":
-			if cfg.Backup != nil {
-				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Duplicate backup block",
-					Detail:  fmt.Sprintf("A backup block is already defined at %s; remove one of them.", position(cfg.Backup.DeclRange)),
-					Subject: block.DefRange.Ptr()})
-				continue
-			}
-			var d hcl.Diagnostics
-			cfg.Backup, d = decodeBackup(block, ctx)
-			diags = append(diags, d...)
-		case "backup_bucket", "log_group":
-			diags = append(diags, decodeAWSBlock(block, ctx, cfg)...)
 		}
+		diags = append(diags, d...)
 	}
 
+	cluster, provider := single["cluster"], single["provider"]
 	if cluster == nil {
 		diags = append(diags, missing(filename, "cluster",
 			`A file describes exactly one cluster; add cluster "local" { } at the top.`))
