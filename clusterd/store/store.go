@@ -373,12 +373,15 @@ func addLearner(ctx context.Context, c *clientv3.Client, cfg Config) (uint64, st
 	}
 	if id == 0 {
 		// etcd refuses reconfiguration until every voter has been connected
-		// for a while ("unhealthy cluster"), as after the previous join.
+		// for a while ("unhealthy cluster"), as after the previous join;
+		// and a member at this address removed just before (a node scaled
+		// in, then out again under the same name) can still be reported
+		// "not found" while the removal settles.
 		var resp *clientv3.MemberAddResponse
 		err := retry(ctx, func() (err error) {
 			resp, err = c.MemberAddAsLearner(ctx, []string{me})
 			return err
-		}, isUnhealthy)
+		}, func(err error) bool { return isUnhealthy(err) || errors.Is(err, rpctypes.ErrMemberNotFound) })
 		if err != nil {
 			return 0, "", fmt.Errorf("store: adding %s as a learner: %w", cfg.Name, err)
 		}
